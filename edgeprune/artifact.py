@@ -1,0 +1,106 @@
+"""The bundle: one folder per (model, target), written atomically, every file hashed.
+
+A bundle is built in a hidden temporary folder beside its destination and renamed into place only
+when complete, so a failed run leaves nothing behind. Nothing in it depends on the time or the
+machine's paths, so two runs with the same inputs give byte-identical files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgeprune.errors import UserError
+
+MANIFEST = "manifest.json"
+FORMAT = "edgeprune-bundle/1"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_destination(out: Path, force: bool) -> None:
+    """Refuse early (before any work) to overwrite, and never replace a folder that is not a bundle."""
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise UserError(f"{out}: already exists (use --force to replace it)")
+        if not out.is_dir() or not (out / MANIFEST).is_file():
+            raise UserError(f"{out}: exists and is not an edgeprune bundle; refusing to replace it")
+    if not out.parent.exists():
+        raise UserError(f"{out}: parent folder {out.parent} does not exist")
+
+
+@contextmanager
+def staging(out: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary folder; on success it becomes `out` (replacing an old bundle if forced)."""
+    out = Path(out)
+    check_destination(out, force)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.rename(out, old)
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def file_table(folder: Path) -> dict[str, dict[str, Any]]:
+    """Relative path -> size and SHA-256 for every file but the manifest, in sorted order."""
+    table = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel != MANIFEST:
+            table[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return table
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    manifest = {"format": FORMAT, **manifest, "files": file_table(folder)}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def load_manifest(bundle: Path) -> dict[str, Any]:
+    path = Path(bundle) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{bundle}: not an edgeprune bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        raise UserError(f"{path}: not a {FORMAT} manifest")
+    return manifest
+
+
+def verify(bundle: str | Path) -> dict[str, Any]:
+    """Every listed file present with its size and hash, and no unlisted file; returns the manifest."""
+    bundle = Path(bundle)
+    manifest = load_manifest(bundle)
+    actual = file_table(bundle)
+    for rel, want in manifest["files"].items():
+        have = actual.get(rel)
+        if have is None:
+            raise UserError(f"{bundle / rel}: listed in the manifest but missing")
+        if have != want:
+            raise UserError(f"{bundle / rel}: SHA-256 or size differs from the manifest (modified or corrupt)")
+    extra = sorted(set(actual) - set(manifest["files"]))
+    if extra:
+        raise UserError(f"{bundle / extra[0]}: not listed in the manifest")
+    return manifest

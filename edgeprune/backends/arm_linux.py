@@ -1,0 +1,49 @@
+"""64- and 32-bit ARM Linux boards (Raspberry Pi): cross-compiled shared library for TVM's runtime."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from edgeprune.backends.base import BuildOutput
+from edgeprune.compile.tvm_build import build, unsupported_ops
+from edgeprune.errors import UserError
+from edgeprune.targets import Target
+
+LIBRARY = "model.so"
+
+
+def cross_compiler(target: Target) -> str:
+    """The C++ cross compiler the target names, or a one-line error saying which package has it."""
+    cxx = target.toolchain.get("cxx")
+    if not cxx:
+        raise UserError(f"target {target.name}: key 'toolchain.cxx' is required to cross-compile")
+    if shutil.which(cxx) is None:
+        pkgs = " ".join(target.toolchain.get("apt", [])) or "the cross toolchain"
+        raise UserError(f"target {target.name}: cross compiler '{cxx}' not found (apt-get install {pkgs})")
+    return cxx
+
+
+@dataclass(frozen=True)
+class ArmLinuxBackend:
+    name: str = "arm-linux"
+
+    def check_toolchain(self, target: Target) -> None:
+        cross_compiler(target)
+
+    def unsupported_ops(self, model: onnx.ModelProto) -> dict[str, list[str]]:
+        return unsupported_ops(model)
+
+    def build(self, model: onnx.ModelProto, target: Target, out_dir: Path, samples: list[dict]) -> BuildOutput:
+        from tvm.support import cc
+
+        cxx = cross_compiler(target)
+        executable = build(model, target)
+        executable.export_library(str(out_dir / LIBRARY), fcompile=cc.cross_compiler(cxx))
+        return BuildOutput([LIBRARY], {"library": LIBRARY, "cross_compiler": cxx,
+                                       "verified": "not run here: `edgeprune profile --rpc` runs it on the board"})
+
+
+BACKEND = ArmLinuxBackend()

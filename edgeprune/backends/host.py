@@ -1,0 +1,72 @@
+"""This machine's CPU: build, load the library back and check it against onnxruntime."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgeprune.backends.base import BuildOutput
+from edgeprune.compile.tvm_build import build, unsupported_ops
+from edgeprune.errors import PassError, UserError
+from edgeprune.graph.runtime import compare_outputs, run, session
+from edgeprune.targets import Target
+
+LIBRARY = "model.so"
+# TVM and onnxruntime sum in different orders; beyond this relative error the build is wrong.
+TOLERANCE = 1e-4
+
+
+def run_library(path: Path, feeds: dict[str, np.ndarray], input_names: list[str]) -> list[np.ndarray]:
+    """Run an exported Relax library on this CPU; outputs in graph order."""
+    import tvm
+    from tvm import relax
+
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), dev)
+    out = vm["main"](*[tvm.runtime.tensor(feeds[n], dev) for n in input_names])
+    items = out if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
+    return [np.asarray(o.numpy()) for o in items]
+
+
+def check_against_onnxruntime(model: onnx.ModelProto, lib: Path, samples: list[dict]) -> dict:
+    """Outputs of the built library against onnxruntime on every sample."""
+    from edgeprune.graph.runtime import graph_inputs
+
+    names = [v.name for v in graph_inputs(model)]
+    outs = [o.name for o in model.graph.output]
+    sess = session(model)
+    ref: dict[str, list] = {n: [] for n in outs}
+    got: dict[str, list] = {n: [] for n in outs}
+    for feeds in samples:
+        for n, v in run(model, feeds, sess).items():
+            ref[n].append(v)
+        for n, v in zip(outs, run_library(lib, feeds, names)):
+            got[n].append(v)
+    diff = compare_outputs({k: np.concatenate(v) for k, v in ref.items()}, {k: np.concatenate(v) for k, v in got.items()})
+    scale = max(1.0, max(float(np.abs(np.concatenate(v)).max()) for v in ref.values()))
+    if not diff.max_abs <= TOLERANCE * scale:
+        raise PassError(f"host build differs from onnxruntime by {diff.max_abs:.3g} (limit {TOLERANCE * scale:.3g})")
+    return {"vs_onnxruntime": diff.as_dict(), "samples": len(samples)}
+
+
+@dataclass(frozen=True)
+class HostBackend:
+    name: str = "host"
+
+    def check_toolchain(self, target: Target) -> None:
+        if shutil.which("g++") is None:
+            raise UserError(f"target {target.name}: the C++ compiler 'g++' is needed to link the library (apt-get install g++)")
+
+    def unsupported_ops(self, model: onnx.ModelProto) -> dict[str, list[str]]:
+        return unsupported_ops(model)
+
+    def build(self, model: onnx.ModelProto, target: Target, out_dir: Path, samples: list[dict]) -> BuildOutput:
+        executable = build(model, target)
+        executable.export_library(str(out_dir / LIBRARY))
+        return BuildOutput([LIBRARY], {"library": LIBRARY, **check_against_onnxruntime(model, out_dir / LIBRARY, samples)})
+
+
+BACKEND = HostBackend()

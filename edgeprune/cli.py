@@ -1,0 +1,263 @@
+"""The `edgeprune` command. Exit codes: 0 ok, 2 the user's mistake (one line), 1 ours."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgeprune import __version__
+from edgeprune.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line and exit 2 like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    """A spinner on stderr naming the current step; pipeline code reports through ctx.progress."""
+    from edgeprune.context import Context
+
+    ctx = Context()
+    if not enabled:
+        yield ctx
+        return
+    with _console().status("starting") as status:
+        ctx.progress = lambda message: status.update(message)
+        yield ctx
+
+
+def _shapes(args: argparse.Namespace) -> dict[str, list[int]]:
+    from edgeprune.graph import parse_shape_arg
+
+    return dict(parse_shape_arg(s) for s in args.input_shape or [])
+
+
+def _emit(args: argparse.Namespace, data: dict, render) -> None:
+    if args.json:
+        from edgeprune.pipeline import dumps
+
+        print(dumps(data))
+    else:
+        render(data)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c, justify="right" if c in {"params", "MACs", "count", "bytes", "nodes"} else "left")
+    for row in rows:
+        table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+    return table
+
+
+def _print(*items) -> None:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    for item in items:
+        console.print(item)
+
+
+# ---- commands -------------------------------------------------------------------------------------
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from edgeprune.backends import backend_for
+    from edgeprune.graph import canonicalize, check_structure, load_model, node_stats
+    from edgeprune.graph.runtime import graph_inputs, input_spec
+    from edgeprune.targets import all_targets, load_target
+
+    model = load_model(args.model)
+    check_structure(model, args.model)
+    canonical = canonicalize(model, _shapes(args), args.model)
+    rows = node_stats(canonical)
+    targets = [load_target(args.target)] if args.target else all_targets()
+    data = {
+        "model": args.model,
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "inputs": [{"name": v.name, "shape": input_spec(v)[0]} for v in graph_inputs(model)],
+        "outputs": [o.name for o in model.graph.output],
+        "ops": dict(sorted(Counter(n.op_type for n in canonical.graph.node).items())),
+        "params": sum(int(__import__("numpy").prod(i.dims)) for i in canonical.graph.initializer),
+        "macs": sum(r.macs for r in rows),
+        "nodes": [vars(r) for r in rows],
+        "unsupported": {t.name: backend_for(t).unsupported_ops(canonical) for t in targets if _has_backend(t)},
+    }
+
+    def render(d: dict) -> None:
+        _print(f"[bold]{d['model']}[/bold]  opset {d['opset']}  inputs "
+               + ", ".join(f"{i['name']}{i['shape']}" for i in d["inputs"]) + f"  outputs {', '.join(d['outputs'])}",
+               f"parameters {d['params']:,}   MACs {d['macs']:,}")
+        _print(_table("ops", ["op", "count"], [[k, v] for k, v in d["ops"].items()]))
+        heavy = sorted(d["nodes"], key=lambda r: -r["macs"])
+        shown = heavy if args.verbose else [r for r in heavy if r["macs"] or r["params"]][:10]
+        _print(_table("nodes by MACs" + ("" if args.verbose else " (top 10; -v for all)"), ["node", "op", "params", "MACs"],
+                      [[r["name"], r["op"], r["params"], r["macs"]] for r in shown]))
+        for name, missing in d["unsupported"].items():
+            _print(f"{name}: " + ("all ops supported" if not missing else
+                                  "unsupported: " + ", ".join(f"{op} ({len(n)})" for op, n in missing.items())))
+
+    _emit(args, data, render)
+    return 0
+
+
+def _has_backend(target) -> bool:
+    from edgeprune.backends import BACKENDS
+
+    return target.kind in BACKENDS
+
+
+def _render_result(result) -> None:
+    d = result.as_dict()
+    rows = []
+    for r in d["passes"]:
+        diff = r["difference"] or {}
+        err = diff.get("max_abs_error")
+        rows.append([r["name"], f"{r['seconds']:.2f}", f"{r['before']['nodes']} -> {r['after']['nodes']}",
+                     f"{r['before']['params']:,} -> {r['after']['params']:,}", f"{r['before']['macs']:,} -> {r['after']['macs']:,}",
+                     "-" if err is None else f"{err:.3g}", "-" if diff.get("top1_agreement") is None else f"{diff['top1_agreement']:.3f}"])
+    _print(_table("passes", ["pass", "s", "nodes", "params", "MACs", "max abs err", "top-1 agree"], rows))
+    check = d["build"].get("vs_onnxruntime")
+    extra = f"; library vs onnxruntime max abs error {check['max_abs_error']:.3g}" if check else ""
+    _print(f"bundle [bold]{d['bundle']}[/bold] for {d['target']}: {len(d['files']) + 1} files{extra}")
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from edgeprune.pipeline import build_passes, compile_model, load_recipe
+
+    passes = build_passes(load_recipe(args.recipe), args.recipe) if args.recipe else None
+    with _progress(not args.json) as ctx:
+        result = compile_model(args.model, args.target, args.output, passes=passes, input_shapes=_shapes(args),
+                               calib=args.calib, samples=args.samples, seed=args.seed, force=args.force, ctx=ctx)
+    _emit(args, result.as_dict(), lambda _: _render_result(result))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edgeprune.pipeline import Recipe, load_recipe, run_recipe
+
+    recipe = load_recipe(args.source) if args.source.endswith(".toml") else Recipe(model=args.source)
+    for key in ("target", "output", "calib"):
+        if getattr(args, key):
+            setattr(recipe, key, getattr(args, key))
+    recipe.input_shapes = {**recipe.input_shapes, **_shapes(args)}
+    if args.samples is not None:
+        recipe.samples = args.samples
+    with _progress(not args.json) as ctx:
+        result = run_recipe(recipe, force=args.force, ctx=ctx)
+    _emit(args, result.as_dict(), lambda _: _render_result(result))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edgeprune.artifact import verify
+
+    manifest = verify(args.bundle)
+    data = {"bundle": args.bundle, "ok": True, "files": len(manifest["files"]), "target": manifest["target"]["name"]}
+    _emit(args, data, lambda d: _print(f"{d['bundle']}: OK, {d['files']} files match their SHA-256 (target {d['target']})"))
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from edgeprune.targets import all_targets
+
+    targets = [t.as_dict() for t in all_targets()]
+    _emit(args, {"targets": targets}, lambda d: _print(_table(
+        "targets", ["name", "kind", "cpu", "triple", "profile", "description"],
+        [[t["name"], t["kind"], t["tvm"].get("mcpu", ""), t["tvm"].get("mtriple", "host"), t["device"]["profile"],
+          t["description"]] for t in d["targets"]])))
+    return 0
+
+
+# ---- parser ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgeprune", description="Prune, quantize and compile ONNX models for edge devices.")
+    parser.add_argument("--version", action="version", version=f"edgeprune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser, model: bool = True) -> None:
+        p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+        p.add_argument("-v", "--verbose", action="store_true", help="more detail; tracebacks for internal errors")
+        if model:
+            p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                           help="static shape for a dynamic input (repeatable)")
+
+    def building(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--force", action="store_true", help="replace an existing bundle")
+        p.add_argument("--calib", metavar="DATA.npz", help="inputs (one array per model input) to check passes on")
+        p.add_argument("--seed", type=int, default=0, help="seed of the random check inputs when no --calib")
+
+    p = sub.add_parser("inspect", help="ops, shapes, parameters, MACs, unsupported ops per target")
+    p.add_argument("model")
+    p.add_argument("--target", help="only this target's unsupported ops")
+    common(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("compile", help="canonicalize (plus a recipe's passes) and build a bundle for a target")
+    p.add_argument("model")
+    p.add_argument("--target", required=True, help="a name from `edgeprune targets` or a .toml file")
+    p.add_argument("-o", "--output", required=True, help="bundle folder to create")
+    p.add_argument("--recipe", help="TOML recipe whose passes run before the build")
+    p.add_argument("--samples", type=int, default=2, help="random check inputs when no --calib")
+    building(p)
+    common(p)
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="the whole pipeline a recipe (or the default recipe for a model) declares")
+    p.add_argument("source", metavar="RECIPE|MODEL")
+    p.add_argument("--target", help="overrides the recipe's target")
+    p.add_argument("-o", "--output", help="overrides the recipe's output folder")
+    p.add_argument("--samples", type=int, default=None, help="random check inputs when no --calib")
+    building(p)
+    common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("verify", help="check every file of a bundle against its manifest's SHA-256")
+    p.add_argument("bundle")
+    common(p, model=False)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("targets", help="list the built-in targets")
+    common(p, model=False)
+    p.set_defaults(func=cmd_targets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    verbose = "-v" in (argv if argv is not None else sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UserError as exc:
+        print(f"edgeprune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgeprune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # everything else is our bug: say so, and how to get the details
+        if verbose:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"edgeprune: internal error: {type(exc).__name__}: {first} (run with -v for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""ONNX -> TVM Relax -> compiled executable: the build every back end shares.
+
+Weights are bound into the module as constants (keep_params_in_input=False), so the exported
+library is the whole model and the device needs nothing else.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import onnx
+
+from edgeprune.errors import UserError
+from edgeprune.graph.runtime import graph_inputs, input_spec
+from edgeprune.targets import Target
+
+
+@lru_cache(maxsize=1)
+def frontend_ops() -> frozenset[str]:
+    """Op types TVM's ONNX frontend converts (its converter table is the only list there is)."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    return frozenset(onnx_frontend._get_convert_map())
+
+
+def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Op type -> node names TVM's ONNX import cannot take (empty when all convert)."""
+    known = frontend_ops()
+    missing: dict[str, list[str]] = {}
+    for idx, node in enumerate(model.graph.node):
+        if node.op_type not in known or node.domain not in ("", "ai.onnx"):
+            missing.setdefault(node.op_type, []).append(node.name or f"#{idx}")
+    return missing
+
+
+def import_onnx(model: onnx.ModelProto, label: str = "model"):
+    """A Relax IRModule for a canonical (static-shape) model, decomposed for inference."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    for op, nodes in unsupported_ops(model).items():
+        raise UserError(f"{label}: TVM cannot compile op {op} (node '{nodes[0]}'"
+                        f"{f' and {len(nodes) - 1} more' if len(nodes) > 1 else ''})")
+    shapes = {v.name: input_spec(v)[0] for v in graph_inputs(model)}
+    try:
+        mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
+    except Exception as exc:  # the frontend raises bare errors naming the op; keep the first line
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{label}: TVM's ONNX import failed: {line}") from None
+    return relax.transform.DecomposeOpsForInference()(mod)
+
+
+def build(model: onnx.ModelProto, target: Target, label: str = "model"):
+    """Compile for the target; returns TVM's executable (export with the back end's compiler)."""
+    import tvm
+
+    mod = import_onnx(model, label)
+    return tvm.compile(mod, target=target.tvm_target())
+

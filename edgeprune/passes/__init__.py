@@ -1,0 +1,19 @@
+"""One module per pass; this table is how recipes name them."""
+from __future__ import annotations
+
+from typing import Any
+
+from edgeprune.errors import UserError
+from edgeprune.passes.base import Pass
+from edgeprune.passes.canonicalize import Canonicalize
+
+PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (Canonicalize,)}
+
+
+def make_pass(name: str, options: dict[str, Any] | None = None, where: str = "recipe") -> Pass:
+    if name not in PASSES:
+        raise UserError(f"{where}: unknown pass '{name}' (known: {', '.join(PASSES)})")
+    return PASSES[name].from_options(options or {}, where)
+
+
+__all__ = ["PASSES", "Pass", "make_pass"]

@@ -1,0 +1,256 @@
+"""A recipe -> ordered passes -> a compiled bundle, every structural step checked and measured."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from edgeprune import __version__, artifact
+from edgeprune.backends import backend_for
+from edgeprune.context import Context, PassRecord
+from edgeprune.data import load_npz, random_samples
+from edgeprune.errors import PassError, UserError
+from edgeprune.graph import check_structure, compare_outputs, fix_input_shapes, infer_shapes, load_model, model_bytes, run, totals, validate
+from edgeprune.graph.runtime import graph_inputs, input_spec, session
+from edgeprune.passes import Pass, make_pass
+from edgeprune.targets import Target, load_target
+
+DEFAULT_PASSES = ("canonicalize",)
+
+
+@dataclass
+class Recipe:
+    """What to run: a model, a target, the passes with their options, and the data to check them on."""
+
+    model: str
+    target: str | None = None
+    output: str | None = None
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    calib: str | None = None
+    samples: int = 2
+    seed: int = 0
+    passes: list[dict[str, Any]] = field(default_factory=lambda: [{"name": n} for n in DEFAULT_PASSES])
+
+
+RECIPE_KEYS = {"model": str, "target": str, "output": str, "input_shapes": dict, "calib": str, "samples": int,
+               "seed": int, "passes": list}
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and check a recipe; relative paths in it are relative to the recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such recipe file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    for key, value in data.items():
+        if key not in RECIPE_KEYS:
+            raise UserError(f"{path}: unknown key '{key}' (known: {', '.join(RECIPE_KEYS)})")
+        if not isinstance(value, RECIPE_KEYS[key]) or isinstance(value, bool):
+            raise UserError(f"{path}: key '{key}' must be a {RECIPE_KEYS[key].__name__}")
+    if "model" not in data:
+        raise UserError(f"{path}: missing required key 'model'")
+    for name, shape in data.get("input_shapes", {}).items():
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise UserError(f"{path}: input_shapes.{name} must be a list of positive integers")
+    for i, entry in enumerate(data.get("passes", [])):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise UserError(f"{path}: passes[{i}] must be a table with a 'name'")
+        make_pass(entry["name"], {k: v for k, v in entry.items() if k != "name"}, f"{path}: passes[{i}]")
+    base = path.parent
+    for key in ("model", "calib", "output"):
+        if key in data and not Path(data[key]).is_absolute():
+            data[key] = str(base / data[key])
+    if "target" in data and data["target"].endswith(".toml") and not Path(data["target"]).is_absolute():
+        data["target"] = str(base / data["target"])
+    return Recipe(**data)
+
+
+def build_passes(recipe: Recipe, where: str = "recipe") -> list[Pass]:
+    return [make_pass(e["name"], {k: v for k, v in e.items() if k != "name"}, f"{where}: passes[{i}]")
+            for i, e in enumerate(recipe.passes)]
+
+
+def _stacked_outputs(model: onnx.ModelProto, samples: list[dict]) -> dict[str, np.ndarray]:
+    sess = session(model)
+    outs = [run(model, feeds, sess) for feeds in samples]
+    return {name: np.concatenate([o[name] for o in outs]) for name in outs[0]}
+
+
+def run_passes(model: onnx.ModelProto, passes: list[Pass], ctx: Context) -> onnx.ModelProto:
+    """Run passes in order; after each structural one: shapes, checks, and error vs the model before it."""
+    reference = _stacked_outputs(model, ctx.samples) if ctx.samples else None
+    for p in passes:
+        ctx.progress(f"pass {p.name}")
+        before, start = totals(model), time.perf_counter()
+        graph = p.run(gs.import_onnx(model), ctx)
+        new = _export(graph, model)
+        difference = None
+        if p.structural:
+            new = infer_shapes(new, f"after pass '{p.name}'")
+            try:
+                validate(new, f"after pass '{p.name}'")
+            except UserError as exc:
+                raise PassError(f"pass '{p.name}' produced an invalid model: {exc}") from None
+            if reference is not None:
+                outputs = _stacked_outputs(new, ctx.samples)
+                difference = compare_outputs(reference, outputs).as_dict()
+                reference = outputs
+        ctx.records.append(PassRecord(p.name, p.options(), p.structural, round(time.perf_counter() - start, 4),
+                                      before, totals(new), difference))
+        model = new
+    return model
+
+
+def _export(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    model = gs.export_onnx(graph)
+    model.producer_name, model.producer_version = "edgeprune", __version__
+    del model.opset_import[:]
+    model.opset_import.extend(sorted(
+        [onnx.helper.make_opsetid(d, v) for d, v in {**{o.domain: o.version for o in like.opset_import},
+                                                      **{o.domain: o.version for o in model.opset_import}}.items()],
+        key=lambda o: o.domain))
+    return model
+
+
+def _io_table(values) -> list[dict[str, Any]]:
+    rows = []
+    for v in values:
+        dims, dtype = input_spec(v)
+        rows.append({"name": v.name, "shape": dims, "dtype": np.dtype(dtype).name})
+    return rows
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ["onnx", "onnxruntime", "onnx-graphsurgeon", "apache-tvm", "apache-tvm-ffi", "numpy"]
+    return {"edgeprune": __version__, "python": platform.python_version(), **{n: version(n) for n in names}}
+
+
+@dataclass
+class Result:
+    """What `compile`/`run` produced: the bundle, its manifest and the pass record (with timings)."""
+
+    bundle: Path
+    manifest: dict[str, Any]
+    records: list[PassRecord]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bundle": str(self.bundle), "target": self.manifest["target"]["name"],
+                "passes": [r.as_dict() for r in self.records], "build": self.manifest["build"],
+                "files": self.manifest["files"]}
+
+
+def compile_model(model_path: str | Path, target: str | Target, output: str | Path, *, passes: list[Pass] | None = None,
+                  input_shapes: dict[str, list[int]] | None = None, calib: str | None = None, samples: int = 2,
+                  seed: int = 0, force: bool = False, ctx: Context | None = None) -> Result:
+    """Load, run the passes (canonicalize when none are given), build for the target, write the bundle."""
+    target = target if isinstance(target, Target) else load_target(target)
+    backend = backend_for(target)
+    output = Path(output)
+    artifact.check_destination(output, force)
+    backend.check_toolchain(target)
+    model = load_model(model_path)
+    label = str(model_path)
+    check_structure(model, label)
+    ctx = ctx or Context()
+    ctx.target, ctx.input_shapes = target, dict(input_shapes or {})
+    passes = passes if passes is not None else [make_pass(n) for n in DEFAULT_PASSES]
+    if passes and passes[0].name != "canonicalize":
+        passes = [make_pass("canonicalize"), *passes]
+    # Checking each pass needs inputs of static shape: fix them on the source model first.
+    model = _with_static_inputs(model, ctx.input_shapes, label)
+    validate(model, label)
+    if calib:
+        ctx.samples, ctx.labels = load_npz(calib, model)
+    else:
+        ctx.samples = random_samples(model, samples, seed)
+    final = run_passes(model, passes, ctx)
+    missing = backend.unsupported_ops(final)
+    if missing:
+        op, nodes = next(iter(missing.items()))
+        raise UserError(f"{label}: target {target.name} cannot compile op {op} (node '{nodes[0]}')")
+    ctx.progress(f"build for {target.name}")
+    with artifact.staging(output, force) as tmp:
+        built = backend.build(final, target, tmp, ctx.samples)
+        (tmp / "model.onnx").write_bytes(model_bytes(final))
+        manifest = {
+            "versions": tool_versions(),
+            "source": {"name": Path(model_path).name, "sha256": artifact.sha256_file(Path(model_path))},
+            "target": target.as_dict(),
+            "inputs": _io_table(graph_inputs(final)),
+            "outputs": _io_table(final.graph.output),
+            "passes": [r.as_dict(timing=False) for r in ctx.records],
+            "totals": totals(final),
+            "build": built.info,
+            "model": "model.onnx",
+            "library": built.files[0] if built.files else None,
+        }
+        (tmp / "REPORT.md").write_text(report(manifest))
+        manifest = artifact.write_manifest(tmp, manifest)
+    return Result(output, manifest, list(ctx.records))
+
+
+def _with_static_inputs(model: onnx.ModelProto, shapes: dict[str, list[int]], label: str) -> onnx.ModelProto:
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    fix_input_shapes(fixed, shapes, label)
+    return fixed
+
+
+def run_recipe(recipe: Recipe, force: bool = False, ctx: Context | None = None) -> Result:
+    """The whole pipeline a recipe declares (CLI options have already been folded into it)."""
+    if not recipe.target:
+        raise UserError("recipe: no target (give --target or a 'target' key)")
+    if not recipe.output:
+        raise UserError("recipe: no output folder (give -o or an 'output' key)")
+    return compile_model(recipe.model, recipe.target, recipe.output, passes=build_passes(recipe),
+                         input_shapes=recipe.input_shapes, calib=recipe.calib, samples=recipe.samples,
+                         seed=recipe.seed, force=force, ctx=ctx)
+
+
+def _io_text(rows: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{r['name']} {r['shape']} {r['dtype']}" for r in rows)
+
+
+def report(manifest: dict[str, Any]) -> str:
+    """The short human report that sits beside the manifest."""
+    t = manifest["totals"]
+    lines = [
+        f"# {manifest['source']['name']} for {manifest['target']['name']}",
+        "",
+        f"{manifest['target']['description']}",
+        "",
+        f"- inputs: {_io_text(manifest['inputs'])}",
+        f"- outputs: {_io_text(manifest['outputs'])}",
+        f"- nodes {t['nodes']}, parameters {t['params']:,}, MACs {t['macs']:,}",
+        f"- library: {manifest['library']}",
+        "",
+        "| pass | nodes | params | MACs | max abs error | top-1 agreement |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in manifest["passes"]:
+        d = r["difference"] or {}
+        lines.append(f"| {r['name']} | {r['before']['nodes']} -> {r['after']['nodes']} | "
+                     f"{r['before']['params']:,} -> {r['after']['params']:,} | {r['before']['macs']:,} -> "
+                     f"{r['after']['macs']:,} | {d.get('max_abs_error', '-')} | {d.get('top1_agreement', '-')} |")
+    build = manifest["build"]
+    if "vs_onnxruntime" in build:
+        lines += ["", f"Built library vs onnxruntime: max abs error {build['vs_onnxruntime']['max_abs_error']:.3g} "
+                      f"on {build['samples']} samples."]
+    return "\n".join(lines) + "\n"
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=float)

@@ -1,0 +1,147 @@
+"""Devices as TOML files: adding a board is adding a file, not code.
+
+A target file is checked against SCHEMA before use; a wrong key or type gets a one-line error that
+names the file and the key. Built-in targets live in the top-level `targets/` folder (shipped in
+the wheel as `edgeprune.target_files`); any other path to a `.toml` file works the same way.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import UserError
+
+KINDS = ("host", "arm-linux", "micro", "vta")
+PROFILE_METHODS = ("local", "rpc", "emulator", "serial", "simulator")
+
+# key -> (type, required, allowed values or None). Nested tables are dicts of the same form.
+SCHEMA: dict[str, Any] = {
+    "name": (str, True, None),
+    "description": (str, True, None),
+    "kind": (str, True, KINDS),
+    "tvm": {
+        "kind": (str, True, ("llvm", "c")),
+        "mtriple": (str, False, None),
+        "mcpu": (str, False, None),
+        "mattr": (list, False, None),
+        "mfloat-abi": (str, False, ("hard", "soft", "softfp")),
+        "num-cores": (int, False, None),
+    },
+    "toolchain": {
+        "cxx": (str, False, None),
+        "apt": (list, False, None),
+    },
+    "device": {
+        "cores": (int, True, None),
+        "vector_bits": (int, True, None),
+        "profile": (str, True, PROFILE_METHODS),
+        "rpc_key": (str, False, None),
+        "emulator": (str, False, None),
+        "python_runtime": (str, False, None),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked target file; `tvm_target()` turns it into TVM's own object."""
+
+    name: str
+    description: str
+    kind: str
+    tvm: dict[str, Any]
+    toolchain: dict[str, Any]
+    device: dict[str, Any]
+    path: str
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def is_host(self) -> bool:
+        return self.kind == "host"
+
+    def tvm_target_dict(self) -> dict[str, Any]:
+        """The TVM target as a dict; `mcpu = "native"` becomes this machine's LLVM CPU name."""
+        spec = dict(self.tvm)
+        if spec.get("mcpu") == "native":
+            from tvm.target import codegen
+
+            spec["mcpu"] = codegen.llvm_get_system_cpu()
+        return spec
+
+    def tvm_target(self):
+        import tvm
+
+        return tvm.target.Target(self.tvm_target_dict())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "kind": self.kind, "tvm": self.tvm,
+                "toolchain": self.toolchain, "device": self.device}
+
+
+def _check(table: dict, schema: dict, where: str, label: str) -> None:
+    for key, value in table.items():
+        path = f"{where}{key}"
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            raise UserError(f"{label}: unknown key '{path}' (known here: {known})")
+        rule = schema[key]
+        if isinstance(rule, dict):
+            if not isinstance(value, dict):
+                raise UserError(f"{label}: key '{path}' must be a table")
+            _check(value, rule, f"{path}.", label)
+            continue
+        typ, _, allowed = rule
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise UserError(f"{label}: key '{path}' must be of type {typ.__name__}, got {value!r}")
+        if allowed and value not in allowed:
+            raise UserError(f"{label}: key '{path}' is {value!r}; allowed: {', '.join(allowed)}")
+        if typ is list and not all(isinstance(v, str) for v in value):
+            raise UserError(f"{label}: key '{path}' must be a list of strings")
+    for key, rule in schema.items():
+        required = isinstance(rule, dict) and any(not isinstance(r, dict) and r[1] for r in rule.values())
+        if (required or (not isinstance(rule, dict) and rule[1])) and key not in table:
+            raise UserError(f"{label}: missing required key '{where}{key}'")
+
+
+def builtin_dir() -> Path:
+    """The installed copy; from a source checkout on sys.path, the checkout's own folder."""
+    try:
+        return Path(str(resources.files("edgeprune.target_files")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "targets"
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in builtin_dir().glob("*.toml"))
+
+
+def parse_target(text: str, label: str, path: str = "") -> Target:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{label}: not valid TOML: {exc}") from None
+    _check(data, SCHEMA, "", label)
+    return Target(name=data["name"], description=data["description"], kind=data["kind"], tvm=data["tvm"],
+                  toolchain=data.get("toolchain", {}), device=data["device"], path=path, raw=data)
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """A built-in target by name (`rpi4`) or a user's own file by path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith(".toml") or path.parent != Path("."):
+        if not path.is_file():
+            raise UserError(f"--target {text}: no such target file")
+        return parse_target(path.read_text(), str(path), str(path))
+    builtin = builtin_dir() / f"{text}.toml"
+    if not builtin.is_file():
+        raise UserError(f"--target {text}: unknown target (built-in: {', '.join(builtin_names())}; "
+                        "or give a path to a .toml file)")
+    return parse_target(builtin.read_text(), f"targets/{text}.toml", f"targets/{text}.toml")
+
+
+def all_targets() -> list[Target]:
+    return [load_target(name) for name in builtin_names()]
