@@ -35,8 +35,9 @@ def check_destination(out: Path, force: bool) -> None:
             raise UserError(f"{out}: already exists (use --force to replace it)")
         if not out.is_dir() or not (out / MANIFEST).is_file():
             raise UserError(f"{out}: exists and is not an edgeprune bundle; refusing to replace it")
-    if not out.parent.exists():
-        raise UserError(f"{out}: parent folder {out.parent} does not exist")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{out}: {parent} is a file, not a folder")
 
 
 @contextmanager
@@ -44,6 +45,7 @@ def staging(out: Path, force: bool) -> Iterator[Path]:
     """Yield a temporary folder; on success it becomes `out` (replacing an old bundle if forced)."""
     out = Path(out)
     check_destination(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

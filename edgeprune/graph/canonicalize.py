@@ -63,7 +63,11 @@ def canonicalize(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | No
                  label: str = "model") -> onnx.ModelProto:
     """Static shapes, folded constants and shape subgraphs, no pass-through nodes, working opset."""
     check_structure(model, label)
+    source = model
     model = upgrade_opset(model, label)
+    if model is source:  # never edit the caller's model
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
     fix_input_shapes(model, input_shapes or {}, label)
     model = infer_shapes(model, label)
     graph = gs.import_onnx(model)

@@ -36,7 +36,7 @@ def load_model(source: str | os.PathLike | bytes, name: str | None = None) -> on
     if base is not None and _uses_external_data(model):
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(base))
-        except (FileNotFoundError, OSError) as exc:
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
             raise UserError(f"{label}: external weight data missing: {exc}") from None
     return model
 
