@@ -62,6 +62,23 @@ def staging(out: Path, force: bool) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def write_file(path: Path, data: bytes, force: bool) -> Path:
+    """One output file, written beside its destination and renamed over it only when complete."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise UserError(f"{path}: already exists (use --force to replace it)")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def file_table(folder: Path) -> dict[str, dict[str, Any]]:
     """Relative path -> size and SHA-256 for every file but the manifest, in sorted order."""
     table = {}

@@ -63,7 +63,7 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]):
     for c in columns:
         table.add_column(c, justify="right" if c in {"params", "MACs", "count", "bytes", "nodes"} else "left")
     for row in rows:
-        table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+        table.add_row(*[f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in row])
     return table
 
 
@@ -135,7 +135,7 @@ def _render_result(result) -> None:
     _print(_table("passes", ["pass", "s", "nodes", "params", "MACs", "max abs err", "top-1 agree"], rows))
     check = d["build"].get("vs_onnxruntime")
     extra = f"; library vs onnxruntime max abs error {check['max_abs_error']:.3g}" if check else ""
-    _print(f"bundle [bold]{d['bundle']}[/bold] for {d['target']}: {len(d['files']) + 1} files{extra}")
+    _print(f"bundle [bold]{d['bundle']}[/bold] for {d['target']}: {len(d['files'])} files + manifest{extra}")
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -163,6 +163,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run_recipe(recipe, force=args.force, ctx=ctx)
     _emit(args, result.as_dict(), lambda _: _render_result(result))
     return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from edgeprune.graph import top1_accuracy
+    from edgeprune.passes import make_pass
+    from edgeprune.pipeline import transform_model
+
+    quant = make_pass("quantize", {"method": args.method, "per_channel": not args.per_tensor, "pow2": args.pow2},
+                      "quantize")
+    with _progress(not args.json) as ctx:
+        final, ctx = transform_model(args.model, [quant], args.output, force=args.force, input_shapes=_shapes(args),
+                                     calib=args.calib, ctx=ctx)
+    record = ctx.records[-1]
+    data = {"output": args.output, "method": args.method, "per_channel": not args.per_tensor, "pow2": args.pow2,
+            "samples": len(ctx.samples), **(record.difference or {}),
+            "bytes_float": _initializer_bytes(ctx.records, "before"), "bytes_int8": Path(args.output).stat().st_size}
+    if ctx.labels is not None:
+        from edgeprune.graph import load_model
+
+        source = load_model(args.model)
+        data["accuracy_float"] = top1_accuracy(source, ctx.samples, ctx.labels)
+        data["accuracy_int8"] = top1_accuracy(final, ctx.samples, ctx.labels)
+
+    def render(d: dict) -> None:
+        rows = [[k, f"{v:.4g}" if isinstance(v, float) else v] for k, v in d.items()]
+        _print(_table(f"quantized -> {d['output']}", ["", "value"], rows))
+
+    _emit(args, data, render)
+    return 0
+
+
+def _initializer_bytes(records, when: str) -> int:
+    """Float32 bytes of the model's parameters before quantization (4 bytes per parameter)."""
+    quant = next(r for r in records if r.name == "quantize")
+    return 4 * getattr(quant, when)["params"]
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -228,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     building(p)
     common(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("quantize", help="int8 post-training static quantization to a QDQ ONNX model")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="the quantized .onnx file to write")
+    p.add_argument("--calib", required=True, metavar="DATA.npz",
+                   help="calibration data: one array per model input, samples on axis 0; `labels` for accuracy")
+    p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"], help="activation ranges")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--per-channel", action="store_true", default=True, help="per-channel weight scales (default)")
+    group.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor")
+    p.add_argument("--pow2", action="store_true", help="power-of-two scales, zero-points 0 (VTA shifts only)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    common(p)
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("verify", help="check every file of a bundle against its manifest's SHA-256")
     p.add_argument("bundle")

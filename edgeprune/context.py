@@ -35,6 +35,7 @@ class Context:
 
     samples: list[dict[str, np.ndarray]] = field(default_factory=list)
     labels: np.ndarray | None = None
+    calibrated: bool = False  # samples are the user's data, not seeded random stand-ins
     target: Target | None = None
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     records: list[PassRecord] = field(default_factory=list)

@@ -152,31 +152,54 @@ class Result:
                 "files": self.manifest["files"]}
 
 
+def prepare(model_path: str | Path, *, input_shapes: dict[str, list[int]] | None = None, calib: str | None = None,
+            samples: int = 2, seed: int = 0, ctx: Context | None = None) -> tuple[onnx.ModelProto, Context]:
+    """Load and check a model, and fill the context with the inputs every pass is checked on."""
+    model = load_model(model_path)
+    label = str(model_path)
+    check_structure(model, label)
+    ctx = ctx or Context()
+    ctx.input_shapes = dict(input_shapes or {})
+    # Checking each pass needs inputs of static shape: fix them on the source model first.
+    model = _with_static_inputs(model, ctx.input_shapes, label)
+    validate(model, label)
+    if calib:
+        ctx.samples, ctx.labels = load_npz(calib, model)
+        ctx.calibrated = True
+    else:
+        ctx.samples = random_samples(model, samples, seed)
+    return model, ctx
+
+
+def _with_canonicalize(passes: list[Pass] | None) -> list[Pass]:
+    passes = passes if passes is not None else [make_pass(n) for n in DEFAULT_PASSES]
+    return passes if passes and passes[0].name == "canonicalize" else [make_pass("canonicalize"), *passes]
+
+
+def transform_model(model_path: str | Path, passes: list[Pass], output: str | Path, *, force: bool = False,
+                    **prepare_args: Any) -> tuple[onnx.ModelProto, Context]:
+    """Run passes (after canonicalize) and write the resulting ONNX file: `prune`, `quantize` and friends."""
+    output = Path(output)
+    if output.exists() and not force:
+        raise UserError(f"{output}: already exists (use --force to replace it)")
+    model, ctx = prepare(model_path, **prepare_args)
+    final = run_passes(model, _with_canonicalize(passes), ctx)
+    artifact.write_file(output, model_bytes(final), force)
+    return final, ctx
+
+
 def compile_model(model_path: str | Path, target: str | Target, output: str | Path, *, passes: list[Pass] | None = None,
-                  input_shapes: dict[str, list[int]] | None = None, calib: str | None = None, samples: int = 2,
-                  seed: int = 0, force: bool = False, ctx: Context | None = None) -> Result:
+                  force: bool = False, ctx: Context | None = None, **prepare_args: Any) -> Result:
     """Load, run the passes (canonicalize when none are given), build for the target, write the bundle."""
     target = target if isinstance(target, Target) else load_target(target)
     backend = backend_for(target)
     output = Path(output)
     artifact.check_destination(output, force)
     backend.check_toolchain(target)
-    model = load_model(model_path)
+    model, ctx = prepare(model_path, ctx=ctx, **prepare_args)
+    ctx.target = target
     label = str(model_path)
-    check_structure(model, label)
-    ctx = ctx or Context()
-    ctx.target, ctx.input_shapes = target, dict(input_shapes or {})
-    passes = passes if passes is not None else [make_pass(n) for n in DEFAULT_PASSES]
-    if passes and passes[0].name != "canonicalize":
-        passes = [make_pass("canonicalize"), *passes]
-    # Checking each pass needs inputs of static shape: fix them on the source model first.
-    model = _with_static_inputs(model, ctx.input_shapes, label)
-    validate(model, label)
-    if calib:
-        ctx.samples, ctx.labels = load_npz(calib, model)
-    else:
-        ctx.samples = random_samples(model, samples, seed)
-    final = run_passes(model, passes, ctx)
+    final = run_passes(model, _with_canonicalize(passes), ctx)
     missing = backend.unsupported_ops(final)
     if missing:
         op, nodes = next(iter(missing.items()))

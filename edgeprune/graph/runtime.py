@@ -105,3 +105,15 @@ def compare_outputs(ref: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> D
 def compare_models(ref: onnx.ModelProto, new: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Difference:
     """Run both models on the same feeds and measure the difference."""
     return compare_outputs(run(ref, feeds), run(new, feeds))
+
+
+def top1_accuracy(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], labels: np.ndarray) -> float:
+    """Fraction of samples whose first output's argmax equals the label (samples in label order)."""
+    sess = session(model)
+    first = sess.get_outputs()[0].name
+    predictions = np.concatenate([run(model, feeds, sess)[first].reshape(-1, sess.get_outputs()[0].shape[-1]).argmax(1)
+                                  for feeds in samples])
+    labels = np.asarray(labels).reshape(-1)
+    if predictions.shape != labels.shape:
+        raise UserError(f"labels: {labels.size} labels for {predictions.size} predictions")
+    return float(np.mean(predictions == labels))

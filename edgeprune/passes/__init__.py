@@ -6,8 +6,9 @@ from typing import Any
 from edgeprune.errors import UserError
 from edgeprune.passes.base import Pass
 from edgeprune.passes.canonicalize import Canonicalize
+from edgeprune.passes.quantize import Quantize
 
-PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (Canonicalize,)}
+PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (Canonicalize, Quantize)}
 
 
 def make_pass(name: str, options: dict[str, Any] | None = None, where: str = "recipe") -> Pass:
