@@ -209,6 +209,56 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from edgeprune.profile import profile_bundle
+
+    with _progress(not args.json) as ctx:
+        ctx.progress(f"profiling {args.bundle}")
+        data = profile_bundle(args.bundle, rpc=args.rpc, tracker=args.tracker, key=args.key, repeat=args.repeat,
+                              warmup=args.warmup, threads=args.threads, original=args.original, timeout=args.timeout,
+                              retries=args.retries)
+
+    def render(d: dict) -> None:
+        rows = [["edgeprune (TVM)", d["device"], d["median_ms"], d["mean_ms"], d["p90_ms"], d["p99_ms"], d["std_ms"]]]
+        rows += [[name, "local", b["median_ms"], b["mean_ms"], b["p90_ms"], b["p99_ms"], b["std_ms"]]
+                 for name, b in d.get("baselines", {}).items()]
+        _print(_table(f"latency over {d['runs']} runs after {d['warmup']} warm-up, ms",
+                      ["runtime", "device", "median", "mean", "p90", "p99", "std"],
+                      [[r[0], r[1], *(f"{v:.3f}" for v in r[2:])] for r in rows]))
+        if d.get("operators"):
+            ops = d["operators"] if args.verbose else d["operators"][:10]
+            _print(_table("kernels" + ("" if args.verbose else " (top 10; -v for all)"), ["kernel", "calls", "ms", "%"],
+                          [[o["name"], o["calls"], f"{o['ms']:.3f}", f"{o['percent']:.1f}"] for o in ops]))
+        _print(f"outputs vs onnxruntime on this machine: max abs error {d['max_abs_error']:.3g}; "
+               f"library {d['sizes']['library_bytes']:,} bytes, model {d['sizes']['model_bytes']:,} bytes")
+
+    _emit(args, data, render)
+    return 0
+
+
+def cmd_device_emulate(args: argparse.Namespace) -> int:
+    from edgeprune.profile import emulator
+    from edgeprune.targets import load_target
+
+    target = load_target(args.target)
+    arch = target.tvm.get("mtriple", "").split("-")[0]
+    if target.device.get("emulator") != "qemu-aarch64" or arch != "aarch64":
+        raise UserError(f"device emulate {args.target}: only 64-bit ARM Linux targets can be emulated "
+                        "(no aarch64 TVM runtime exists for the others)")
+    console = _console()
+    if args.prepare_only:
+        console.print(f"emulator image ready: {emulator.ensure_image(arch, console.print)}")
+        return 0
+    server = emulator.start_rpc_server(args.port, args.host, arch, progress=console.print)
+    console.print(f"RPC server of an emulated {target.name} on {args.host}:{args.port}; "
+                  f"`edgeprune profile BUNDLE --rpc {args.host}:{args.port}`; Ctrl-C stops it")
+    try:
+        server.wait()
+    finally:
+        emulator.stop(server)
+    return 0
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
     from edgeprune.targets import all_targets
 
@@ -282,6 +332,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle")
     common(p, model=False)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("profile", help="latency, per-kernel times and output check of a bundle, with baselines")
+    p.add_argument("bundle")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--rpc", metavar="HOST:PORT", help="a TVM RPC server on the board (or the emulator)")
+    where.add_argument("--tracker", metavar="HOST:PORT", help="a TVM RPC tracker; with --key")
+    where.add_argument("--local", action="store_true", help="run here (the default), with onnxruntime baselines")
+    p.add_argument("--key", help="device key for --tracker")
+    p.add_argument("--repeat", type=int, default=50, help="timed runs (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--threads", type=int, help="threads for TVM and onnxruntime when local (default: all cores)")
+    p.add_argument("--original", metavar="MODEL", help="also time onnxruntime on this model (e.g. before pruning)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a connection (default 10)")
+    p.add_argument("--retries", type=int, default=0, help="connection attempts after the first (2 s apart)")
+    common(p, model=False)
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("device", help="devices: `device emulate rpi4` starts an emulated board's RPC server")
+    device_sub = p.add_subparsers(dest="device_command", required=True, parser_class=_Parser)
+    e = device_sub.add_parser("emulate", help="an emulated 64-bit Raspberry Pi (qemu) serving TVM RPC")
+    e.add_argument("target", help="rpi3, rpi4 or rpi5")
+    e.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    e.add_argument("--port", type=int, default=9190)
+    e.add_argument("--prepare-only", action="store_true", help="build the cached image and exit")
+    common(e, model=False)
+    e.set_defaults(func=cmd_device_emulate)
 
     p = sub.add_parser("targets", help="list the built-in targets")
     common(p, model=False)

@@ -31,13 +31,30 @@ def test_host_build_matches_onnxruntime(tmp_path):
     verify(tmp_path / "b")
 
 
+def test_bundle_runs_without_edgeprune(tmp_path):
+    """The bundle's own runner needs only TVM's runtime and numpy, and checks itself against onnxruntime's outputs."""
+    import ast
+    import subprocess
+    import sys
+
+    compile_model(EXAMPLE, "host", tmp_path / "b")
+    runner = tmp_path / "b" / "run_model.py"
+    tree = ast.parse(runner.read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported == {"argparse", "json", "sys", "time", "pathlib", "numpy", "tvm"}
+    proc = subprocess.run([sys.executable, str(runner), "--repeat", "3"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "logits: shape [1, 10]" in proc.stdout and "(OK)" in proc.stdout and "latency: median" in proc.stdout
+
+
 def test_manifest_contents(tmp_path):
     m = compile_model(EXAMPLE, "host", tmp_path / "b").manifest
     assert m["inputs"] == [{"name": "input", "shape": [1, 1, 28, 28], "dtype": "float32"}]
     assert m["outputs"] == [{"name": "logits", "shape": [1, 10], "dtype": "float32"}]
     assert set(m["versions"]) >= {"edgeprune", "onnx", "onnxruntime", "apache-tvm", "numpy"}
     assert [p["name"] for p in m["passes"]] == ["canonicalize"]
-    assert set(m["files"]) == {"model.so", "model.onnx", "REPORT.md"}
+    assert set(m["files"]) == {"model.so", "model.onnx", "REPORT.md", "run_model.py", "check.npz", "README-device.md"}
     assert m["target"]["name"] == "host" and m["totals"]["macs"] == 6_435_392
 
 

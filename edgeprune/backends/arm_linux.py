@@ -8,6 +8,7 @@ from pathlib import Path
 import onnx
 
 from edgeprune.backends.base import BuildOutput
+from edgeprune.backends.device_files import write_device_files
 from edgeprune.compile.tvm_build import build, unsupported_ops
 from edgeprune.errors import UserError
 from edgeprune.targets import Target
@@ -42,7 +43,8 @@ class ArmLinuxBackend:
         cxx = cross_compiler(target)
         executable = build(model, target)
         executable.export_library(str(out_dir / LIBRARY), fcompile=cc.cross_compiler(cxx))
-        return BuildOutput([LIBRARY], {"library": LIBRARY, "cross_compiler": cxx,
+        files = [LIBRARY, *write_device_files(model, target, out_dir, LIBRARY)]
+        return BuildOutput(files, {"library": LIBRARY, "cross_compiler": cxx,
                                        "verified": "not run here: `edgeprune profile --rpc` runs it on the board"})
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from edgeprune.backends.base import BuildOutput
+from edgeprune.backends.device_files import write_device_files
 from edgeprune.compile.tvm_build import build, unsupported_ops
 from edgeprune.errors import PassError, UserError
 from edgeprune.graph.runtime import compare_outputs, run, session
@@ -66,7 +67,8 @@ class HostBackend:
     def build(self, model: onnx.ModelProto, target: Target, out_dir: Path, samples: list[dict]) -> BuildOutput:
         executable = build(model, target)
         executable.export_library(str(out_dir / LIBRARY))
-        return BuildOutput([LIBRARY], {"library": LIBRARY, **check_against_onnxruntime(model, out_dir / LIBRARY, samples)})
+        files = [LIBRARY, *write_device_files(model, target, out_dir, LIBRARY)]
+        return BuildOutput(files, {"library": LIBRARY, **check_against_onnxruntime(model, out_dir / LIBRARY, samples)})
 
 
 BACKEND = HostBackend()

@@ -1,1 +1,54 @@
-"""profile"""
+"""Run a bundle where it is meant to run, check its outputs and measure it against the baselines."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune.artifact import verify
+from edgeprune.errors import UserError
+from edgeprune.graph import compare_outputs, load_model, random_inputs, run
+from edgeprune.profile.baselines import onnxruntime_latency
+from edgeprune.profile.device import connect
+from edgeprune.profile.latency import operator_breakdown, time_vm
+
+
+def profile_bundle(bundle: str | Path, *, rpc: str | None = None, tracker: str | None = None, key: str | None = None,
+                   repeat: int = 50, warmup: int = 5, threads: int | None = None, original: str | None = None,
+                   timeout: float = 10.0, retries: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Latency statistics, outputs vs onnxruntime on this machine, sizes; baselines and per-kernel times when local."""
+    bundle = Path(bundle)
+    manifest = verify(bundle)
+    if not manifest.get("library"):
+        raise UserError(f"{bundle}: the bundle has no library to profile")
+    if repeat < 1 or warmup < 0:
+        raise UserError("--repeat must be at least 1 and --warmup at least 0")
+    local = not (rpc or tracker)
+    threads = threads or os.cpu_count() or 1
+    if local:
+        os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts
+    device = connect(rpc=rpc, tracker=tracker, key=key, timeout=timeout, retries=retries)
+    model = load_model(bundle / manifest["model"])
+    feeds = random_inputs(model, seed=seed)
+    vm = device.load(bundle / manifest["library"])
+    inputs = [device.tensor(feeds[i["name"]]) for i in manifest["inputs"]]
+    out = vm["main"](*inputs)
+    items = out if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
+    got = {o["name"]: np.asarray(t.numpy()) for o, t in zip(manifest["outputs"], items)}
+    check = compare_outputs(run(model, feeds), got)
+    result: dict[str, Any] = {
+        "bundle": str(bundle), "device": device.name, "target": manifest["target"]["name"],
+        "threads": threads if local else None, "warmup": warmup,
+        **time_vm(vm, device.dev, inputs, repeat, warmup),
+        "max_abs_error": check.max_abs,
+        "sizes": {"library_bytes": manifest["files"][manifest["library"]]["bytes"],
+                  "model_bytes": manifest["files"][manifest["model"]]["bytes"]},
+    }
+    if local:
+        result["operators"] = operator_breakdown(vm, inputs)
+        result["baselines"] = {"onnxruntime": onnxruntime_latency(bundle / manifest["model"], feeds, threads, repeat, warmup)}
+        if original:
+            result["baselines"]["onnxruntime (original)"] = onnxruntime_latency(Path(original), feeds, threads, repeat, warmup)
+    return result
