@@ -173,7 +173,7 @@ def prepare(model_path: str | Path, *, input_shapes: dict[str, list[int]] | None
 
 def _with_canonicalize(passes: list[Pass] | None) -> list[Pass]:
     passes = passes if passes is not None else [make_pass(n) for n in DEFAULT_PASSES]
-    return passes if passes and passes[0].name == "canonicalize" else [make_pass("canonicalize"), *passes]
+    return list(passes) if passes and passes[0].name == "canonicalize" else [make_pass("canonicalize"), *passes]
 
 
 def transform_model(model_path: str | Path, passes: list[Pass], output: str | Path, *, force: bool = False,
@@ -199,7 +199,10 @@ def compile_model(model_path: str | Path, target: str | Target, output: str | Pa
     model, ctx = prepare(model_path, ctx=ctx, **prepare_args)
     ctx.target = target
     label = str(model_path)
-    final = run_passes(model, _with_canonicalize(passes), ctx)
+    passes = _with_canonicalize(passes)
+    if not any(p.name == "fold-batchnorm" for p in passes):  # exact, and every back end runs faster for it
+        passes.append(make_pass("fold-batchnorm"))
+    final = run_passes(model, passes, ctx)
     missing = backend.unsupported_ops(final)
     if missing:
         op, nodes = next(iter(missing.items()))

@@ -53,7 +53,8 @@ def test_manifest_contents(tmp_path):
     assert m["inputs"] == [{"name": "input", "shape": [1, 1, 28, 28], "dtype": "float32"}]
     assert m["outputs"] == [{"name": "logits", "shape": [1, 10], "dtype": "float32"}]
     assert set(m["versions"]) >= {"edgeprune", "onnx", "onnxruntime", "apache-tvm", "numpy"}
-    assert [p["name"] for p in m["passes"]] == ["canonicalize"]
+    assert [p["name"] for p in m["passes"]] == ["canonicalize", "fold-batchnorm"]
+    assert m["totals"]["nodes"] == 14  # five BatchNormalization nodes folded into their Convs
     assert set(m["files"]) == {"model.so", "model.onnx", "REPORT.md", "run_model.py", "check.npz", "README-device.md"}
     assert m["target"]["name"] == "host" and m["totals"]["macs"] == 6_435_392
 

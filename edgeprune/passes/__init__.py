@@ -6,9 +6,10 @@ from typing import Any
 from edgeprune.errors import UserError
 from edgeprune.passes.base import Pass
 from edgeprune.passes.canonicalize import Canonicalize
+from edgeprune.passes.fold_batchnorm import FoldBatchNorm
 from edgeprune.passes.quantize import Quantize
 
-PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (Canonicalize, Quantize)}
+PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (Canonicalize, FoldBatchNorm, Quantize)}
 
 
 def make_pass(name: str, options: dict[str, Any] | None = None, where: str = "recipe") -> Pass:
