@@ -132,9 +132,10 @@ def _render_result(result) -> None:
         rows.append([r["name"], f"{r['seconds']:.2f}", f"{r['before']['nodes']} -> {r['after']['nodes']}",
                      f"{r['before']['params']:,} -> {r['after']['params']:,}", f"{r['before']['macs']:,} -> {r['after']['macs']:,}",
                      "-" if err is None else f"{err:.3g}", "-" if diff.get("top1_agreement") is None else f"{diff['top1_agreement']:.3f}"])
-    _print(_table("passes", ["pass", "s", "nodes", "params", "MACs", "max abs err", "top-1 agree"], rows))
-    check = d["build"].get("vs_onnxruntime")
-    extra = f"; library vs onnxruntime max abs error {check['max_abs_error']:.3g}" if check else ""
+    if rows:
+        _print(_table("passes", ["pass", "s", "nodes", "params", "MACs", "max abs err", "top-1 agree"], rows))
+    check = d["build"].get("vs_reference")
+    extra = f"; library vs {d['build']['reference']} max abs error {check['max_abs_error']:.3g}" if check else ""
     _print(f"bundle [bold]{d['bundle']}[/bold] for {d['target']}: {len(d['files'])} files + manifest{extra}")
 
 
@@ -229,7 +230,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             ops = d["operators"] if args.verbose else d["operators"][:10]
             _print(_table("kernels" + ("" if args.verbose else " (top 10; -v for all)"), ["kernel", "calls", "ms", "%"],
                           [[o["name"], o["calls"], f"{o['ms']:.3f}", f"{o['percent']:.1f}"] for o in ops]))
-        _print(f"outputs vs onnxruntime on this machine: max abs error {d['max_abs_error']:.3g}; "
+        _print(f"outputs vs {d['reference']} on this machine: max abs error {d['max_abs_error']:.3g}; "
                f"library {d['sizes']['library_bytes']:,} bytes, model {d['sizes']['model_bytes']:,} bytes")
 
     _emit(args, data, render)

@@ -15,11 +15,12 @@ import onnx_graphsurgeon as gs
 
 from edgeprune import __version__, artifact
 from edgeprune.backends import backend_for
+from edgeprune.compile.source import OnnxSource, TfliteSource, is_tflite
 from edgeprune.context import Context, PassRecord
 from edgeprune.data import load_npz, random_samples
 from edgeprune.errors import PassError, UserError
 from edgeprune.graph import check_structure, compare_outputs, fix_input_shapes, infer_shapes, load_model, model_bytes, run, totals, validate
-from edgeprune.graph.runtime import graph_inputs, input_spec, session
+from edgeprune.graph.runtime import session
 from edgeprune.passes import Pass, make_pass
 from edgeprune.targets import Target, load_target
 
@@ -123,14 +124,6 @@ def _export(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _io_table(values) -> list[dict[str, Any]]:
-    rows = []
-    for v in values:
-        dims, dtype = input_spec(v)
-        rows.append({"name": v.name, "shape": dims, "dtype": np.dtype(dtype).name})
-    return rows
-
-
 def tool_versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -190,37 +183,49 @@ def transform_model(model_path: str | Path, passes: list[Pass], output: str | Pa
 
 def compile_model(model_path: str | Path, target: str | Target, output: str | Path, *, passes: list[Pass] | None = None,
                   force: bool = False, ctx: Context | None = None, **prepare_args: Any) -> Result:
-    """Load, run the passes (canonicalize when none are given), build for the target, write the bundle."""
+    """Load, run the passes (canonicalize when none are given), build for the target, write the bundle.
+
+    A TFLite model compiles as it is (the passes work on ONNX) and is checked against ai-edge-litert.
+    """
     target = target if isinstance(target, Target) else load_target(target)
     backend = backend_for(target)
     output = Path(output)
     artifact.check_destination(output, force)
     backend.check_toolchain(target)
-    model, ctx = prepare(model_path, ctx=ctx, **prepare_args)
-    ctx.target = target
     label = str(model_path)
-    passes = _with_canonicalize(passes)
-    if not any(p.name == "fold-batchnorm" for p in passes):  # exact, and every back end runs faster for it
-        passes.append(make_pass("fold-batchnorm"))
-    final = run_passes(model, passes, ctx)
-    missing = backend.unsupported_ops(final)
-    if missing:
-        op, nodes = next(iter(missing.items()))
-        raise UserError(f"{label}: target {target.name} cannot compile op {op} (node '{nodes[0]}')")
+    if is_tflite(model_path):
+        if passes:
+            raise UserError(f"{label}: passes run on ONNX models; a TFLite model compiles as it is (drop --recipe)")
+        ctx = ctx or Context()
+        source = TfliteSource.load(model_path)
+        ctx.samples = [source.random_feeds(prepare_args.get("seed", 0) + i) for i in range(prepare_args.get("samples", 2))]
+        totals_after: dict[str, int] = {}
+    else:
+        model, ctx = prepare(model_path, ctx=ctx, **prepare_args)
+        passes = _with_canonicalize(passes)
+        if not any(p.name == "fold-batchnorm" for p in passes):  # exact, and every back end runs faster for it
+            passes.append(make_pass("fold-batchnorm"))
+        final = run_passes(model, passes, ctx)
+        missing = backend.unsupported_ops(final)
+        if missing:
+            op, nodes = next(iter(missing.items()))
+            raise UserError(f"{label}: target {target.name} cannot compile op {op} (node '{nodes[0]}')")
+        source, totals_after = OnnxSource(final), totals(final)
+    ctx.target = target
     ctx.progress(f"build for {target.name}")
     with artifact.staging(output, force) as tmp:
-        built = backend.build(final, target, tmp, ctx.samples)
-        (tmp / "model.onnx").write_bytes(model_bytes(final))
+        built = backend.build(source, target, tmp, ctx.samples)
+        (tmp / source.filename).write_bytes(source.data())
         manifest = {
             "versions": tool_versions(),
             "source": {"name": Path(model_path).name, "sha256": artifact.sha256_file(Path(model_path))},
             "target": target.as_dict(),
-            "inputs": _io_table(graph_inputs(final)),
-            "outputs": _io_table(final.graph.output),
+            "inputs": source.inputs(),
+            "outputs": source.outputs(),
             "passes": [r.as_dict(timing=False) for r in ctx.records],
-            "totals": totals(final),
+            "totals": totals_after,
             "build": built.info,
-            "model": "model.onnx",
+            "model": source.filename,
             "library": built.files[0] if built.files else None,
         }
         (tmp / "REPORT.md").write_text(report(manifest))
@@ -252,7 +257,6 @@ def _io_text(rows: list[dict[str, Any]]) -> str:
 
 def report(manifest: dict[str, Any]) -> str:
     """The short human report that sits beside the manifest."""
-    t = manifest["totals"]
     lines = [
         f"# {manifest['source']['name']} for {manifest['target']['name']}",
         "",
@@ -260,7 +264,7 @@ def report(manifest: dict[str, Any]) -> str:
         "",
         f"- inputs: {_io_text(manifest['inputs'])}",
         f"- outputs: {_io_text(manifest['outputs'])}",
-        f"- nodes {t['nodes']}, parameters {t['params']:,}, MACs {t['macs']:,}",
+        *([f"- nodes {t['nodes']}, parameters {t['params']:,}, MACs {t['macs']:,}"] if (t := manifest["totals"]) else []),
         f"- library: {manifest['library']}",
         "",
         "| pass | nodes | params | MACs | max abs error | top-1 agreement |",
@@ -272,8 +276,8 @@ def report(manifest: dict[str, Any]) -> str:
                      f"{r['before']['params']:,} -> {r['after']['params']:,} | {r['before']['macs']:,} -> "
                      f"{r['after']['macs']:,} | {d.get('max_abs_error', '-')} | {d.get('top1_agreement', '-')} |")
     build = manifest["build"]
-    if "vs_onnxruntime" in build:
-        lines += ["", f"Built library vs onnxruntime: max abs error {build['vs_onnxruntime']['max_abs_error']:.3g} "
+    if "vs_reference" in build:
+        lines += ["", f"Built library vs {build['reference']}: max abs error {build['vs_reference']['max_abs_error']:.3g} "
                       f"on {build['samples']} samples."]
     return "\n".join(lines) + "\n"
 

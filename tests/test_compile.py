@@ -21,7 +21,7 @@ def _elf_machine(path) -> int:
 
 def test_host_build_matches_onnxruntime(tmp_path):
     result = compile_model(EXAMPLE, "host", tmp_path / "b", samples=3)
-    check = result.manifest["build"]["vs_onnxruntime"]
+    check = result.manifest["build"]["vs_reference"]
     assert check["max_abs_error"] <= 1e-4 and check["top1_agreement"] == 1.0
     # and independently of the backend's own check: fresh inputs, the bundle's files only
     model = load_model(tmp_path / "b" / "model.onnx")

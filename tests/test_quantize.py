@@ -105,4 +105,4 @@ def test_quantized_model_compiles_for_host(tmp_path, float_model, samples):
 
     result = compile_model(EXAMPLE, "host", tmp_path / "b", passes=[make_pass("quantize")], calib=str(tmp_path / "c.npz"))
     assert [r["name"] for r in result.manifest["passes"]] == ["canonicalize", "quantize", "fold-batchnorm"]
-    assert result.manifest["build"]["vs_onnxruntime"]["max_abs_error"] < 1e-3
+    assert result.manifest["build"]["vs_reference"]["max_abs_error"] < 1e-3

@@ -26,7 +26,7 @@ def test_dockerfile_uses_the_setup_package_list():
     docker = (REPO / "Dockerfile").read_text()
     setup = (REPO / "tools" / "setup.sh").read_text()
     assert "tools/apt-packages.txt" in docker and "tools/apt-packages.txt" in setup
-    assert 'EXTRAS="rpc"' in setup and '".[rpc]"' in docker
+    assert 'EXTRAS="rpc,tflite"' in setup and '".[rpc,tflite]"' in docker
     assert "python:3.11" in docker and "bookworm" in docker
 
 

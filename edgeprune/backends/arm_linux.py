@@ -9,7 +9,8 @@ import onnx
 
 from edgeprune.backends.base import BuildOutput
 from edgeprune.backends.device_files import write_device_files
-from edgeprune.compile.tvm_build import build, unsupported_ops
+from edgeprune.compile.source import Source
+from edgeprune.compile.tvm_build import build_module, unsupported_ops
 from edgeprune.errors import UserError
 from edgeprune.targets import Target
 
@@ -37,13 +38,13 @@ class ArmLinuxBackend:
     def unsupported_ops(self, model: onnx.ModelProto) -> dict[str, list[str]]:
         return unsupported_ops(model)
 
-    def build(self, model: onnx.ModelProto, target: Target, out_dir: Path, samples: list[dict]) -> BuildOutput:
+    def build(self, source: Source, target: Target, out_dir: Path, samples: list[dict]) -> BuildOutput:
         from tvm.support import cc
 
         cxx = cross_compiler(target)
-        executable = build(model, target)
+        executable = build_module(source.relax_module(), target)
         executable.export_library(str(out_dir / LIBRARY), fcompile=cc.cross_compiler(cxx))
-        files = [LIBRARY, *write_device_files(model, target, out_dir, LIBRARY)]
+        files = [LIBRARY, *write_device_files(source, target, out_dir, LIBRARY)]
         return BuildOutput(files, {"library": LIBRARY, "cross_compiler": cxx,
                                        "verified": "not run here: `edgeprune profile --rpc` runs it on the board"})
 

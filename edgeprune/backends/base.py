@@ -7,6 +7,7 @@ from typing import Protocol
 
 import onnx
 
+from edgeprune.compile.source import Source
 from edgeprune.targets import Target
 
 
@@ -26,4 +27,4 @@ class Backend(Protocol):
 
     def unsupported_ops(self, model: onnx.ModelProto) -> dict[str, list[str]]: ...
 
-    def build(self, model: onnx.ModelProto, target: Target, out_dir: Path, samples: list[dict]) -> BuildOutput: ...
+    def build(self, source: Source, target: Target, out_dir: Path, samples: list[dict]) -> BuildOutput: ...

@@ -5,22 +5,21 @@ import io
 from pathlib import Path
 
 import numpy as np
-import onnx
 
-from edgeprune.graph.runtime import graph_inputs, random_inputs, run
+from edgeprune.compile.source import Source
 from edgeprune.targets import Target
 
 RUNNER = Path(__file__).resolve().parent / "files" / "run_model.py"
 
 
-def write_device_files(model: onnx.ModelProto, target: Target, out_dir: Path, library: str) -> list[str]:
-    """run_model.py, check.npz (a seeded input and onnxruntime's outputs for it) and README-device.md."""
+def write_device_files(source: Source, target: Target, out_dir: Path, library: str) -> list[str]:
+    """run_model.py, check.npz (a seeded input and the reference runtime's outputs) and README-device.md."""
     (out_dir / "run_model.py").write_bytes(RUNNER.read_bytes())
-    feeds = random_inputs(model, seed=0)
-    outputs = run(model, feeds)
+    feeds = source.random_feeds(seed=0)
+    outputs = source.reference(feeds)
     arrays = {f"input:{k}": v for k, v in feeds.items()} | {f"output:{k}": v for k, v in outputs.items()}
     (out_dir / "check.npz").write_bytes(_deterministic_npz(arrays))
-    names = ", ".join(v.name for v in graph_inputs(model))
+    names = ", ".join(i["name"] for i in source.inputs())
     install = target.device.get("python_runtime", "pip install apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post0 numpy")
     (out_dir / "README-device.md").write_text(f"""# Running this bundle on {target.name}
 
@@ -29,7 +28,7 @@ def write_device_files(model: onnx.ModelProto, target: Target, out_dir: Path, li
 1. Copy this folder to the board.
 2. Install TVM's runtime and numpy there: `{install}`.
 3. Run `python3 run_model.py`. It loads `{library}`, runs it on the input stored in `check.npz`
-   and compares with onnxruntime's outputs computed when the bundle was built; expect, per output,
+   and compares with {source.reference_name}'s outputs computed when the bundle was built; expect, per output,
    a line ending in `OK`, then the median latency. `python3 run_model.py --input NAME=FILE.npy`
    runs your own input (inputs: {names}).
 

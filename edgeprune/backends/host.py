@@ -1,4 +1,4 @@
-"""This machine's CPU: build, load the library back and check it against onnxruntime."""
+"""This machine's CPU: build, load the library back and check it against the reference runtime."""
 from __future__ import annotations
 
 import shutil
@@ -10,9 +10,10 @@ import onnx
 
 from edgeprune.backends.base import BuildOutput
 from edgeprune.backends.device_files import write_device_files
-from edgeprune.compile.tvm_build import build, unsupported_ops
+from edgeprune.compile.source import Source
+from edgeprune.compile.tvm_build import build_module, unsupported_ops
 from edgeprune.errors import PassError, UserError
-from edgeprune.graph.runtime import compare_outputs, run, session
+from edgeprune.graph.runtime import compare_outputs
 from edgeprune.targets import Target
 
 LIBRARY = "model.so"
@@ -32,25 +33,23 @@ def run_library(path: Path, feeds: dict[str, np.ndarray], input_names: list[str]
     return [np.asarray(o.numpy()) for o in items]
 
 
-def check_against_onnxruntime(model: onnx.ModelProto, lib: Path, samples: list[dict]) -> dict:
-    """Outputs of the built library against onnxruntime on every sample."""
-    from edgeprune.graph.runtime import graph_inputs
-
-    names = [v.name for v in graph_inputs(model)]
-    outs = [o.name for o in model.graph.output]
-    sess = session(model)
+def check_against_reference(source: Source, lib: Path, samples: list[dict]) -> dict:
+    """Outputs of the built library against the source's reference runtime on every sample."""
+    names = [i["name"] for i in source.inputs()]
+    outs = [o["name"] for o in source.outputs()]
     ref: dict[str, list] = {n: [] for n in outs}
     got: dict[str, list] = {n: [] for n in outs}
     for feeds in samples:
-        for n, v in run(model, feeds, sess).items():
+        for n, v in source.reference(feeds).items():
             ref[n].append(v)
         for n, v in zip(outs, run_library(lib, feeds, names)):
             got[n].append(v)
     diff = compare_outputs({k: np.concatenate(v) for k, v in ref.items()}, {k: np.concatenate(v) for k, v in got.items()})
     scale = max(1.0, max(float(np.abs(np.concatenate(v)).max()) for v in ref.values()))
     if not diff.max_abs <= TOLERANCE * scale:
-        raise PassError(f"host build differs from onnxruntime by {diff.max_abs:.3g} (limit {TOLERANCE * scale:.3g})")
-    return {"vs_onnxruntime": diff.as_dict(), "samples": len(samples)}
+        raise PassError(f"host build differs from {source.reference_name} by {diff.max_abs:.3g} "
+                        f"(limit {TOLERANCE * scale:.3g})")
+    return {"reference": source.reference_name, "vs_reference": diff.as_dict(), "samples": len(samples)}
 
 
 @dataclass(frozen=True)
@@ -64,11 +63,10 @@ class HostBackend:
     def unsupported_ops(self, model: onnx.ModelProto) -> dict[str, list[str]]:
         return unsupported_ops(model)
 
-    def build(self, model: onnx.ModelProto, target: Target, out_dir: Path, samples: list[dict]) -> BuildOutput:
-        executable = build(model, target)
-        executable.export_library(str(out_dir / LIBRARY))
-        files = [LIBRARY, *write_device_files(model, target, out_dir, LIBRARY)]
-        return BuildOutput(files, {"library": LIBRARY, **check_against_onnxruntime(model, out_dir / LIBRARY, samples)})
+    def build(self, source: Source, target: Target, out_dir: Path, samples: list[dict]) -> BuildOutput:
+        build_module(source.relax_module(), target).export_library(str(out_dir / LIBRARY))
+        files = [LIBRARY, *write_device_files(source, target, out_dir, LIBRARY)]
+        return BuildOutput(files, {"library": LIBRARY, **check_against_reference(source, out_dir / LIBRARY, samples)})
 
 
 BACKEND = HostBackend()

@@ -50,9 +50,12 @@ def import_onnx(model: onnx.ModelProto, label: str = "model"):
 
 
 def build(model: onnx.ModelProto, target: Target, label: str = "model"):
-    """Compile for the target; returns TVM's executable (export with the back end's compiler)."""
+    """Compile an ONNX model for the target; returns TVM's executable (export with the back end's compiler)."""
+    return build_module(import_onnx(model, label), target)
+
+
+def build_module(mod, target: Target):
+    """Compile a Relax module (from any frontend) for the target."""
     import tvm
 
-    mod = import_onnx(model, label)
     return tvm.compile(mod, target=target.tvm_target())
-

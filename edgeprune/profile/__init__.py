@@ -9,8 +9,9 @@ import numpy as np
 
 from edgeprune.artifact import verify
 from edgeprune.errors import UserError
-from edgeprune.graph import compare_outputs, load_model, random_inputs, run
-from edgeprune.profile.baselines import onnxruntime_latency
+from edgeprune.compile.source import OnnxSource, load_source
+from edgeprune.graph import compare_outputs
+from edgeprune.profile.baselines import onnxruntime_latency, tflite_latency
 from edgeprune.profile.device import connect
 from edgeprune.profile.latency import operator_breakdown, time_vm
 
@@ -30,25 +31,27 @@ def profile_bundle(bundle: str | Path, *, rpc: str | None = None, tracker: str |
     if local:
         os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts
     device = connect(rpc=rpc, tracker=tracker, key=key, timeout=timeout, retries=retries)
-    model = load_model(bundle / manifest["model"])
-    feeds = random_inputs(model, seed=seed)
+    source = load_source(bundle / manifest["model"])
+    feeds = source.random_feeds(seed)
     vm = device.load(bundle / manifest["library"])
     inputs = [device.tensor(feeds[i["name"]]) for i in manifest["inputs"]]
     out = vm["main"](*inputs)
     items = out if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
     got = {o["name"]: np.asarray(t.numpy()) for o, t in zip(manifest["outputs"], items)}
-    check = compare_outputs(run(model, feeds), got)
+    check = compare_outputs(source.reference(feeds), got)
     result: dict[str, Any] = {
         "bundle": str(bundle), "device": device.name, "target": manifest["target"]["name"],
         "threads": threads if local else None, "warmup": warmup,
         **time_vm(vm, device.dev, inputs, repeat, warmup),
-        "max_abs_error": check.max_abs,
+        "max_abs_error": check.max_abs, "reference": source.reference_name,
         "sizes": {"library_bytes": manifest["files"][manifest["library"]]["bytes"],
                   "model_bytes": manifest["files"][manifest["model"]]["bytes"]},
     }
     if local:
         result["operators"] = operator_breakdown(vm, inputs)
-        result["baselines"] = {"onnxruntime": onnxruntime_latency(bundle / manifest["model"], feeds, threads, repeat, warmup)}
+        result["baselines"] = {"onnxruntime": onnxruntime_latency(bundle / manifest["model"], feeds, threads, repeat, warmup)
+                               } if isinstance(source, OnnxSource) else {
+                               "tflite": tflite_latency(source, feeds, threads, repeat, warmup)}
         if original:
             result["baselines"]["onnxruntime (original)"] = onnxruntime_latency(Path(original), feeds, threads, repeat, warmup)
     return result

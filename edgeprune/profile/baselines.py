@@ -21,3 +21,14 @@ def onnxruntime_latency(model_path: Path, feeds: dict[str, np.ndarray], threads:
     names = [i.name for i in sess.get_inputs()]
     inputs = {n: feeds[n] for n in names}
     return time_callable(lambda: sess.run(None, inputs), repeat, warmup)
+
+
+def tflite_latency(source, feeds: dict[str, np.ndarray], threads: int, repeat: int, warmup: int) -> dict:
+    """ai-edge-litert (TFLite's interpreter, XNNPACK on by default) with `threads` threads."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=source.data(), num_threads=threads)
+    interpreter.allocate_tensors()
+    for d in interpreter.get_input_details():
+        interpreter.set_tensor(d["index"], feeds[d["name"]])
+    return time_callable(interpreter.invoke, repeat, warmup)

@@ -46,7 +46,7 @@ def main():
         if not args.input:
             expected = check["output:" + spec["name"]]
             error = float(np.abs(value.astype(np.float64) - expected).max())
-            line += f", max abs error vs onnxruntime {error:.3g} ({'OK' if error <= 1e-3 * max(1.0, float(np.abs(expected).max())) else 'MISMATCH'})"
+            line += f", max abs error vs reference {error:.3g} ({'OK' if error <= 1e-3 * max(1.0, float(np.abs(expected).max())) else 'MISMATCH'})"
         print(line)
     vm.set_input("main", *inputs)
     timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=args.repeat + 3, min_repeat_ms=0)
