@@ -21,6 +21,7 @@ class PassRecord:
     before: dict[str, int]
     after: dict[str, int]
     difference: dict[str, Any] | None
+    details: dict[str, Any] = field(default_factory=dict)  # what the pass itself reports (per layer, per group)
 
     def as_dict(self, timing: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -41,3 +42,8 @@ class Context:
     records: list[PassRecord] = field(default_factory=list)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("edgeprune"))
     progress: Callable[[str], None] = lambda message: None
+    details: dict[str, Any] = field(default_factory=dict)  # filled by the running pass, moved into its record
+
+    def report(self, **details: Any) -> None:
+        """A pass's own findings (per-layer sparsity, bits, errors) for its record."""
+        self.details.update(details)

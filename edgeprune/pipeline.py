@@ -108,7 +108,8 @@ def run_passes(model: onnx.ModelProto, passes: list[Pass], ctx: Context) -> onnx
                 difference = compare_outputs(reference, outputs).as_dict()
                 reference = outputs
         ctx.records.append(PassRecord(p.name, p.options(), p.structural, round(time.perf_counter() - start, 4),
-                                      before, totals(new), difference))
+                                      before, totals(new), difference, ctx.details))
+        ctx.details = {}
         model = new
     return model
 
