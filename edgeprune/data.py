@@ -17,7 +17,7 @@ from edgeprune.graph.runtime import graph_inputs, input_spec, random_inputs
 Samples = list[dict[str, np.ndarray]]
 
 
-def load_npz(path: str | Path, model: onnx.ModelProto, limit: int | None = None) -> tuple[Samples, np.ndarray | None]:
+def load_npz(path: str | Path, model: onnx.ModelProto) -> tuple[Samples, np.ndarray | None]:
     """Split an .npz into per-run feeds matching the model's (static) input shapes."""
     path = Path(path)
     if not path.is_file():
@@ -35,21 +35,20 @@ def load_npz(path: str | Path, model: onnx.ModelProto, limit: int | None = None)
         if value.name not in arrays:
             raise UserError(f"--calib {path}: no array named '{value.name}' (has: {', '.join(arrays) or 'none'})")
         arr = arrays[value.name]
-        if arr.ndim != len(dims) or list(arr.shape[1:]) != list(dims[1:]):
+        batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1  # a symbolic batch runs one at a time
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in dims[1:]]
+        if arr.ndim != len(dims) or any(f is not None and f != a for f, a in zip(fixed, arr.shape[1:])):
             raise UserError(f"--calib {path}: array '{value.name}' has shape {list(arr.shape)}, "
                             f"the model's input is {dims} (samples go on axis 0)")
-        batch = dims[0]
         if arr.shape[0] % batch:
             raise UserError(f"--calib {path}: {arr.shape[0]} samples of '{value.name}' do not split into batches of {batch}")
-        feeds_per_input[value.name] = arr.astype(dtype, copy=False).reshape(-1, *dims)
+        feeds_per_input[value.name] = arr.astype(dtype, copy=False).reshape(-1, batch, *arr.shape[1:])
         runs = feeds_per_input[value.name].shape[0]
         if count is not None and runs != count:
             raise UserError(f"--calib {path}: inputs hold different sample counts ({count} vs {runs})")
         count = runs
     if count is None or count == 0:
         raise UserError(f"--calib {path}: holds no samples")
-    if limit is not None:
-        count = min(count, limit)
     samples = [{name: arr[i] for name, arr in feeds_per_input.items()} for i in range(count)]
     return samples, labels
 
