@@ -70,7 +70,7 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]):
 def _print(*items) -> None:
     from rich.console import Console
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)  # logs and pipes: no wrapping
     for item in items:
         console.print(item)
 
