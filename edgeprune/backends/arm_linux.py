@@ -9,6 +9,7 @@ import onnx
 
 from edgeprune.backends.base import BuildOutput
 from edgeprune.backends.device_files import write_device_files
+from edgeprune.compile.integer import arithmetic_dtypes
 from edgeprune.compile.source import Source
 from edgeprune.compile.tvm_build import build_module, unsupported_ops
 from edgeprune.errors import UserError
@@ -42,10 +43,10 @@ class ArmLinuxBackend:
         from tvm.support import cc
 
         cxx = cross_compiler(target)
-        executable = build_module(source.relax_module(), target)
-        executable.export_library(str(out_dir / LIBRARY), fcompile=cc.cross_compiler(cxx))
+        mod = source.relax_module()
+        build_module(mod, target).export_library(str(out_dir / LIBRARY), fcompile=cc.cross_compiler(cxx))
         files = [LIBRARY, *write_device_files(source, target, out_dir, LIBRARY)]
-        return BuildOutput(files, {"library": LIBRARY, "cross_compiler": cxx,
+        return BuildOutput(files, {"library": LIBRARY, "cross_compiler": cxx, "arithmetic": arithmetic_dtypes(mod),
                                        "verified": "not run here: `edgeprune profile --rpc` runs it on the board"})
 
 

@@ -10,6 +10,7 @@ import onnx
 
 from edgeprune.backends.base import BuildOutput
 from edgeprune.backends.device_files import write_device_files
+from edgeprune.compile.integer import arithmetic_dtypes
 from edgeprune.compile.source import Source
 from edgeprune.compile.tvm_build import build_module, unsupported_ops
 from edgeprune.errors import PassError, UserError
@@ -64,9 +65,11 @@ class HostBackend:
         return unsupported_ops(model)
 
     def build(self, source: Source, target: Target, out_dir: Path, samples: list[dict]) -> BuildOutput:
-        build_module(source.relax_module(), target).export_library(str(out_dir / LIBRARY))
+        mod = source.relax_module()
+        build_module(mod, target).export_library(str(out_dir / LIBRARY))
         files = [LIBRARY, *write_device_files(source, target, out_dir, LIBRARY)]
-        return BuildOutput(files, {"library": LIBRARY, **check_against_reference(source, out_dir / LIBRARY, samples)})
+        return BuildOutput(files, {"library": LIBRARY, "arithmetic": arithmetic_dtypes(mod),
+                                   **check_against_reference(source, out_dir / LIBRARY, samples)})
 
 
 BACKEND = HostBackend()

@@ -9,6 +9,7 @@ from functools import lru_cache
 
 import onnx
 
+from edgeprune.compile.integer import lower_integer
 from edgeprune.errors import UserError
 from edgeprune.graph.runtime import graph_inputs, input_spec
 from edgeprune.targets import Target
@@ -41,12 +42,16 @@ def import_onnx(model: onnx.ModelProto, label: str = "model"):
         raise UserError(f"{label}: TVM cannot compile op {op} (node '{nodes[0]}'"
                         f"{f' and {len(nodes) - 1} more' if len(nodes) > 1 else ''})")
     shapes = {v.name: input_spec(v)[0] for v in graph_inputs(model)}
+    for name, dims in shapes.items():
+        if not all(isinstance(d, int) and d > 0 for d in dims):
+            raise UserError(f"{label}: input '{name}' has dynamic dims {dims}: give --input-shape {name}=...")
     try:
         mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
     except Exception as exc:  # the frontend raises bare errors naming the op; keep the first line
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{label}: TVM's ONNX import failed: {line}") from None
-    return relax.transform.DecomposeOpsForInference()(mod)
+    mod = relax.transform.DecomposeOpsForInference()(mod)
+    return lower_integer(mod)[0]  # QDQ models: int8 arithmetic instead of float between dequantize/quantize
 
 
 def build(model: onnx.ModelProto, target: Target, label: str = "model"):
