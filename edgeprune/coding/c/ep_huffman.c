@@ -1,0 +1,255 @@
+/* EPHC decoder: see ep_huffman.h for use, FORMAT.md for the layout and its rules. */
+#include "ep_huffman.h"
+
+#include <string.h>
+
+/* Stream bits are counted in a uint32_t: FORMAT.md caps a stream at 2**29 - 1 bytes. */
+#define MAX_STREAM_BYTES ((1UL << 29) - 1)
+
+typedef struct {
+    const uint8_t *p, *end;
+} cursor;
+
+typedef struct {
+    uint32_t n, interval, n_bytes, bitpos, index;
+    uint8_t sym_bytes, max_len;
+    uint32_t count[EP_MAX_CODE_LEN + 1]; /* count[l]: symbols with code length l */
+    const uint8_t *symbols, *sync, *data;
+} stream;
+
+static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+
+static uint32_t rd32(const uint8_t *p) { return rd16(p) | rd16(p + 2) << 16; }
+
+/* Takes n bytes if they are there; n is counted in items of `size` so it cannot overflow. */
+static const uint8_t *take(cursor *c, uint32_t n, size_t size) {
+    const uint8_t *p = c->p;
+    if (n > (size_t)(c->end - c->p) / size) return NULL;
+    c->p += (size_t)n * size;
+    return p;
+}
+
+uint32_t ep_crc32(uint32_t crc, const uint8_t *p, size_t n) {
+    /* Four bits at a time: a 64-byte table, small enough for any flash. */
+    static const uint32_t table[16] = {
+        0x00000000UL, 0x1DB71064UL, 0x3B6E20C8UL, 0x26D930ACUL, 0x76DC4190UL, 0x6B6B51F4UL,
+        0x4DB26158UL, 0x5005713CUL, 0xEDB88320UL, 0xF00F9344UL, 0xD6D6A3E8UL, 0xCB61B38CUL,
+        0x9B64C2B0UL, 0x86D3D2D4UL, 0xA00AE278UL, 0xBDBDF21CUL};
+    crc = ~crc;
+    while (n--) {
+        crc ^= *p++;
+        crc = (crc >> 4) ^ table[crc & 15];
+        crc = (crc >> 4) ^ table[crc & 15];
+    }
+    return ~crc;
+}
+
+size_t ep_dtype_size(uint8_t dtype) {
+    return dtype == EP_INT8 || dtype == EP_UINT8 ? 1 : dtype == EP_INT16 || dtype == EP_UINT16 ? 2 : 0;
+}
+
+int ep_open(ep_reader *r, const uint8_t *buf, size_t len) {
+    if (len < 4 || memcmp(buf, "EPHC", 4) != 0) return EP_ERR_MAGIC;
+    if (len < 10) return EP_ERR_TRUNCATED;
+    if (rd16(buf + 4) != EP_VERSION) return EP_ERR_VERSION;
+    r->buf = buf;
+    r->len = len;
+    r->pos = 10;
+    r->n_tensors = rd32(buf + 6);
+    r->index = 0;
+    return EP_OK;
+}
+
+static int parse_quant(cursor *c, ep_tensor *t) {
+    const uint8_t *p = take(c, 1, 1);
+    if (!p) return EP_ERR_FORMAT;
+    t->quant = p[0];
+    t->axis = -1;
+    t->n_params = 0;
+    t->params = NULL;
+    if (t->quant == EP_QUANT_NONE) return EP_OK;
+    if (t->quant == EP_QUANT_AFFINE) {
+        if (!(p = take(c, 5, 1))) return EP_ERR_FORMAT;
+        t->axis = (int8_t)p[0]; /* stored as two's complement */
+        t->n_params = rd32(p + 1);
+        if (t->axis < -1 || t->axis >= (int)t->ndim) return EP_ERR_FORMAT;
+        if (t->n_params != (t->axis == -1 ? 1 : t->dims[t->axis])) return EP_ERR_FORMAT;
+        t->params = take(c, t->n_params, 8);
+    } else if (t->quant == EP_QUANT_CODEBOOK) {
+        if (!(p = take(c, 4, 1))) return EP_ERR_FORMAT;
+        t->n_params = rd32(p);
+        if ((t->dtype != EP_UINT8 && t->dtype != EP_UINT16) || t->n_params < 1 || t->n_params > 65536UL)
+            return EP_ERR_FORMAT;
+        t->params = take(c, t->n_params, 4);
+    } else {
+        return EP_ERR_FORMAT;
+    }
+    return t->params ? EP_OK : EP_ERR_FORMAT;
+}
+
+int ep_next(ep_reader *r, ep_tensor *t) {
+    cursor c;
+    const uint8_t *p;
+    size_t left = r->len - r->pos;
+    uint32_t body_len, i;
+    uint64_t n = 1;
+    int zero = 0, rc;
+
+    if (r->index == r->n_tensors) return left == 0 ? EP_END : EP_ERR_FORMAT;
+    if (left < 4) return EP_ERR_TRUNCATED;
+    body_len = rd32(r->buf + r->pos);
+    if (body_len > left - 4 || left - 4 - body_len < 4) return EP_ERR_TRUNCATED;
+    c.p = r->buf + r->pos + 4;
+    c.end = c.p + body_len;
+    if (ep_crc32(0, c.p, body_len) != rd32(c.end)) return EP_ERR_CRC;
+    r->pos += 8 + (size_t)body_len;
+    r->index++;
+
+    if (!(p = take(&c, 2, 1))) return EP_ERR_FORMAT;
+    t->name_len = (uint16_t)rd16(p);
+    if (!(t->name = (const char *)take(&c, t->name_len, 1)) || !(p = take(&c, 2, 1))) return EP_ERR_FORMAT;
+    t->dtype = p[0];
+    t->ndim = p[1];
+    if (!ep_dtype_size(t->dtype) || t->ndim > EP_MAX_DIMS || !(p = take(&c, t->ndim, 4))) return EP_ERR_FORMAT;
+    for (i = 0; i < t->ndim; i++) {
+        t->dims[i] = rd32(p + 4 * i);
+        zero |= t->dims[i] == 0;
+        if (n <= 0xFFFFFFFFUL) n *= t->dims[i]; /* both factors < 2**32: no overflow */
+    }
+    if (!zero && n > 0xFFFFFFFFUL) return EP_ERR_FORMAT;
+    t->n_elements = zero ? 0 : (uint32_t)n;
+    if ((rc = parse_quant(&c, t)) != EP_OK) return rc;
+    if (!(p = take(&c, 1, 1)) || (p[0] != EP_DENSE && p[0] != EP_SPARSE)) return EP_ERR_FORMAT;
+    t->coding = p[0];
+    t->coded = c.p;
+    t->end = c.end;
+    return EP_OK;
+}
+
+/* Reads a stream's header and tables; sym_bytes 0 accepts 1- or 2-byte symbols. */
+static int open_stream(cursor *c, stream *s, uint8_t sym_bytes) {
+    const uint8_t *p = take(c, 6, 1);
+    uint32_t l, left = 1, n_used = 0, n_sync, i;
+    if (!p) return EP_ERR_FORMAT;
+    s->n = rd32(p);
+    s->sym_bytes = p[4];
+    s->max_len = p[5];
+    if ((s->sym_bytes != 1 && s->sym_bytes != 2) || (sym_bytes && s->sym_bytes != sym_bytes) ||
+        s->max_len > EP_MAX_CODE_LEN || !(p = take(c, s->max_len, 4)))
+        return EP_ERR_FORMAT;
+    for (l = 1; l <= s->max_len; l++) { /* the code must be complete: every bit pattern decodes */
+        s->count[l] = rd32(p + 4 * (l - 1));
+        left <<= 1;
+        if (s->count[l] > left) return EP_ERR_FORMAT;
+        left -= s->count[l];
+        n_used += s->count[l];
+    }
+    if (s->max_len && (left != 0 || s->count[s->max_len] == 0 || s->n == 0)) return EP_ERR_FORMAT;
+    if (!s->max_len) n_used = s->n > 0;
+    if (!(s->symbols = take(c, n_used, s->sym_bytes)) || !(p = take(c, 4, 1))) return EP_ERR_FORMAT;
+    s->interval = rd32(p);
+    if (s->interval == 0) return EP_ERR_FORMAT;
+    n_sync = s->n ? (s->n - 1) / s->interval : 0;
+    if (!(s->sync = take(c, n_sync, 4)) || !(p = take(c, 4, 1))) return EP_ERR_FORMAT;
+    s->n_bytes = rd32(p);
+    if (s->n_bytes > MAX_STREAM_BYTES || !(s->data = take(c, s->n_bytes, 1))) return EP_ERR_FORMAT;
+    if (!s->max_len) { /* one symbol repeated: no bits */
+        if (s->n_bytes) return EP_ERR_FORMAT;
+        for (i = 0; i < n_sync; i++)
+            if (rd32(s->sync + 4 * i)) return EP_ERR_FORMAT;
+    }
+    s->bitpos = 0;
+    s->index = 0;
+    return EP_OK;
+}
+
+static uint32_t symbol_at(const stream *s, uint32_t i) {
+    return s->sym_bytes == 1 ? s->symbols[i] : rd16(s->symbols + 2 * i);
+}
+
+/* Canonical decoding one bit at a time: codes of length l are first_l .. first_l + count[l] - 1. */
+static int next_symbol(stream *s, uint32_t *sym) {
+    int32_t code = 0, first = 0, index = 0, count;
+    uint32_t l;
+    if (s->max_len == 0) {
+        *sym = symbol_at(s, 0);
+        return EP_OK;
+    }
+    if (s->index && s->index % s->interval == 0 && s->bitpos != rd32(s->sync + 4 * (s->index / s->interval - 1)))
+        return EP_ERR_STREAM;
+    s->index++;
+    for (l = 1; l <= s->max_len; l++) {
+        if (s->bitpos >> 3 >= s->n_bytes) return EP_ERR_STREAM;
+        code |= (s->data[s->bitpos >> 3] >> (7 - (s->bitpos & 7))) & 1;
+        s->bitpos++;
+        count = (int32_t)s->count[l];
+        if (code < first + count) {
+            *sym = symbol_at(s, (uint32_t)(index + code - first));
+            return EP_OK;
+        }
+        index += count;
+        first = (first + count) << 1;
+        code <<= 1;
+    }
+    return EP_ERR_STREAM; /* unreachable for a complete code */
+}
+
+/* Every symbol read and nothing left over but the padding of the last byte. */
+static int close_stream(const stream *s) {
+    return s->max_len == 0 || (s->bitpos + 7) / 8 == s->n_bytes ? EP_OK : EP_ERR_STREAM;
+}
+
+static void store(void *out, size_t size, uint32_t i, uint32_t v) {
+    if (size == 1)
+        ((uint8_t *)out)[i] = (uint8_t)v;
+    else
+        ((uint16_t *)out)[i] = (uint16_t)v;
+}
+
+int ep_decode(const ep_tensor *t, void *out, size_t out_size) {
+    size_t size = ep_dtype_size(t->dtype);
+    uint32_t limit = t->quant == EP_QUANT_CODEBOOK ? t->n_params : 0xFFFFFFFFUL, fill, i, v, gap, pos = 0;
+    cursor c;
+    stream values, gaps;
+    const uint8_t *p;
+    int rc;
+
+    if (t->n_elements > out_size / size) return EP_ERR_BUFFER;
+    c.p = t->coded;
+    c.end = t->end;
+    if (t->coding == EP_DENSE) {
+        if ((rc = open_stream(&c, &values, (uint8_t)size)) != EP_OK) return rc;
+        if (c.p != c.end || values.n != t->n_elements) return EP_ERR_FORMAT;
+        for (i = 0; i < values.n; i++) {
+            if ((rc = next_symbol(&values, &v)) != EP_OK) return rc;
+            if (v >= limit) return EP_ERR_FORMAT;
+            store(out, size, i, v);
+        }
+        return close_stream(&values);
+    }
+    if (!(p = take(&c, 2, 1))) return EP_ERR_FORMAT;
+    fill = rd16(p);
+    if ((rc = open_stream(&c, &gaps, 0)) != EP_OK || (rc = open_stream(&c, &values, (uint8_t)size)) != EP_OK) return rc;
+    if (c.p != c.end || gaps.n != values.n || (size == 1 && fill > 255) || (t->n_elements && fill >= limit))
+        return EP_ERR_FORMAT;
+    for (i = 0; i < t->n_elements; i++) store(out, size, i, fill);
+    for (i = 0; i < values.n; i++) { /* skip `gap` fill values, then place one value */
+        if ((rc = next_symbol(&gaps, &gap)) != EP_OK || (rc = next_symbol(&values, &v)) != EP_OK) return rc;
+        if (gap >= t->n_elements - pos || v >= limit) return EP_ERR_FORMAT; /* pos <= n_elements */
+        pos += gap;
+        store(out, size, pos++, v);
+    }
+    return (rc = close_stream(&gaps)) != EP_OK ? rc : close_stream(&values);
+}
+
+float ep_param_f32(const ep_tensor *t, uint32_t i) {
+    uint32_t bits = rd32(t->params + 4 * (size_t)i);
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+int32_t ep_zero_point(const ep_tensor *t, uint32_t i) {
+    uint32_t bits = rd32(t->params + 4 * ((size_t)t->n_params + i));
+    return bits <= 0x7FFFFFFFUL ? (int32_t)bits : -(int32_t)(0xFFFFFFFFUL - bits) - 1;
+}

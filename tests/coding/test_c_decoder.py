@@ -1,0 +1,176 @@
+"""The C decoder (edgeprune/coding/c) against the Python encoder: same values, same verdicts on bad input.
+
+The decoder is compiled with the system gcc as strictly as the brief asks, and once more with
+AddressSanitizer + UBSan where they work, for the corrupt-input tests: the test driver gives every
+container and tensor a buffer of exactly its size, so any stray access aborts the run.
+"""
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeprune.coding import container as ephc
+from edgeprune.errors import UserError
+
+from test_container import model_tensors, mutate_with_valid_crc, small_container
+
+C_DIR = Path(ephc.__file__).parent / "c"
+DRIVER = Path(__file__).with_name("ep_driver.c")
+STRICT = ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror"]
+SANITIZE = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+EP_ERR_CRC = -4
+MAX_ELEMENTS = 10**6
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+
+def build(out: Path, flags: list[str]) -> Path:
+    subprocess.run(["gcc", *STRICT, *flags, f"-I{C_DIR}", str(C_DIR / "ep_huffman.c"), str(DRIVER), "-o", str(out)],
+                   check=True, capture_output=True, text=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("c") / "ep_driver", ["-O2"])
+
+
+@pytest.fixture(scope="module")
+def checked_driver(tmp_path_factory, driver) -> Path:
+    """The sanitizer build, or the plain one where the sanitizers cannot build or run (e.g. under ulimit -v)."""
+    try:
+        exe = build(tmp_path_factory.mktemp("asan") / "ep_driver", SANITIZE)
+    except subprocess.CalledProcessError:
+        return driver
+    return exe if subprocess.run([str(exe)], capture_output=True).returncode == 2 else driver  # 2: usage
+
+
+def read_driver_output(raw: bytes) -> list[tuple]:
+    """(name, dtype, quant, coding, dims, params, zero points, values bytes) per tensor."""
+    tensors, pos = [], 0
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        pos += n
+        return raw[pos - n:pos]
+
+    while pos < len(raw):
+        (name_len,) = struct.unpack("<H", take(2))
+        name = take(name_len).decode()
+        dtype, quant, coding, ndim = take(4)
+        dims = struct.unpack(f"<{ndim}I", take(4 * ndim))
+        (n_params,) = struct.unpack("<I", take(4))
+        params = np.frombuffer(take(4 * n_params), "<f4")
+        zero_points = np.frombuffer(take(4 * n_params), "<i4") if quant == ephc.QUANT_AFFINE else None
+        size = int(np.prod(dims, dtype=np.int64)) * ephc.DTYPES[dtype].itemsize
+        tensors.append((name, dtype, quant, coding, dims, params, zero_points, take(size)))
+    return tensors
+
+
+def decode_and_compare(command: list[str], tmp_path: Path) -> None:
+    """Every kind of tensor, decoded by `command` (the driver, maybe under an emulator), against numpy."""
+    tensors = ephc.decode_container(ephc.encode_tensors(model_tensors(), max_gap=16))  # short gaps: many fillers
+    src, out = tmp_path / "m.ephc", tmp_path / "m.out"
+    src.write_bytes(ephc.encode_tensors(tensors))
+    subprocess.run([*command, "decode", str(src), str(out)], check=True)
+    decoded = read_driver_output(out.read_bytes())
+    assert len(decoded) == len(tensors)
+    for t, (name, dtype, quant, coding, dims, params, zero_points, values) in zip(tensors, decoded):
+        assert (name, ephc.DTYPES[dtype], dims) == (t.name, t.values.dtype, t.values.shape)
+        assert coding == ephc.CODINGS[t.coding]
+        assert values == t.values.astype(t.values.dtype.newbyteorder("<")).tobytes()
+        if isinstance(t.quant, ephc.Affine):
+            assert np.array_equal(params, t.quant.scale) and np.array_equal(zero_points, t.quant.zero_point)
+        elif isinstance(t.quant, ephc.Codebook):
+            assert np.array_equal(params, t.quant.values)
+        else:
+            assert quant == ephc.QUANT_NONE
+
+
+def test_c_decoder_matches_numpy_byte_for_byte(driver, tmp_path):
+    decode_and_compare([str(driver)], tmp_path)
+
+
+@pytest.mark.cross
+@pytest.mark.emulator
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64-static") is None,
+                    reason="needs gcc-aarch64-linux-gnu and qemu-user-static (tools/setup.sh)")
+def test_c_decoder_on_arm(tmp_path):
+    """On AArch64, where plain char is unsigned: the decoder must not depend on the host's choices."""
+    exe = tmp_path / "ep_driver_arm"
+    subprocess.run(["aarch64-linux-gnu-gcc", *STRICT, "-O2", "-static", f"-I{C_DIR}", str(C_DIR / "ep_huffman.c"),
+                    str(DRIVER), "-o", str(exe)], check=True, capture_output=True)
+    decode_and_compare(["qemu-aarch64-static", str(exe)], tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("nm") is None, reason="needs nm (binutils)")
+def test_decoder_needs_nothing_from_libc_but_memcpy_and_memcmp(tmp_path):
+    """No malloc, no stdio: what a bare-metal firmware can link."""
+    obj = tmp_path / "ep_huffman.o"
+    subprocess.run(["gcc", *STRICT, "-O2", "-c", str(C_DIR / "ep_huffman.c"), "-o", str(obj)], check=True)
+    undefined = subprocess.run(["nm", "-u", str(obj)], check=True, capture_output=True, text=True).stdout.split()
+    assert set(undefined) - {"U"} <= {"memcpy", "memcmp"}
+
+
+def test_c_decoder_on_large_tensors(driver, tmp_path):
+    """Several sync points per stream, 16-bit symbols and gaps longer than any gap symbol."""
+    rng = np.random.default_rng(5)
+    sparse = np.zeros(2_000_000, np.int16)
+    sparse[rng.choice(sparse.size, 3000, replace=False)] = rng.integers(-30000, 30000, 3000)
+    tensors = [ephc.CodedTensor("lap", np.clip(np.round(rng.laplace(0, 9, 300_000)), -128, 127).astype(np.int8)),
+               ephc.CodedTensor("sparse16", sparse, coding="sparse")]
+    src, out = tmp_path / "big.ephc", tmp_path / "big.out"
+    src.write_bytes(ephc.encode_tensors(tensors))
+    subprocess.run([str(driver), "decode", str(src), str(out)], check=True)
+    for t, d in zip(tensors, read_driver_output(out.read_bytes())):
+        assert d[-1] == t.values.tobytes()
+
+
+def run_batch(exe: Path, tmp_path: Path, containers: list[bytes]) -> list[tuple[int, int]]:
+    """(status, CRC-32 of the decoded values) of each container, decoded by the C driver."""
+    batch = tmp_path / "batch.bin"
+    batch.write_bytes(b"".join(struct.pack("<I", len(c)) + c for c in containers))
+    run = subprocess.run([str(exe), "batch", str(batch), str(MAX_ELEMENTS)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return [tuple(int(x) for x in line.split()) for line in run.stdout.splitlines()]
+
+
+def test_every_truncation_and_corrupted_byte_gives_an_error_code(checked_driver, tmp_path):
+    data = small_container()
+    rng = np.random.default_rng(7)
+    cases = [data[:cut] for cut in range(len(data))]
+    for offset in range(len(data)):
+        bad = bytearray(data)
+        bad[offset] ^= int(rng.integers(1, 256))
+        cases.append(bytes(bad))
+    statuses = [status for status, _ in run_batch(checked_driver, tmp_path, cases)]
+    assert len(statuses) == len(cases) and all(s < 0 for s in statuses)
+    assert EP_ERR_CRC in statuses
+
+
+def test_c_and_python_agree_on_malformed_records_with_valid_crc(checked_driver, tmp_path):
+    """Whatever passes the CRC, both decoders accept the same containers and decode them alike."""
+    data = small_container()
+    rng = np.random.default_rng(11)
+    cases = [data] + [mutate_with_valid_crc(data, rng) for _ in range(1000)]
+    accepted = 0
+    for case, (status, crc) in zip(cases, run_batch(checked_driver, tmp_path, cases), strict=True):
+        try:
+            tensors = ephc.decode_container(case, max_elements=MAX_ELEMENTS)
+        except UserError as e:
+            # Names are UTF-8 for Python; the C decoder hands out their bytes unchecked.
+            assert status < 0 or "not UTF-8" in str(e), (status, e)
+            continue
+        accepted += 1
+        assert status == 0
+        expected = 0
+        for t in tensors:
+            expected = zlib.crc32(t.values.astype(t.values.dtype.newbyteorder("<")).tobytes(), expected)
+        assert crc == expected
+    assert 10 < accepted < len(cases)

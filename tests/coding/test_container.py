@@ -1,0 +1,190 @@
+"""The EPHC container: exact round trips of every kind of tensor, and corrupt input -> UserError only."""
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from edgeprune.coding import container as ephc
+from edgeprune.errors import UserError
+
+rng = np.random.default_rng(99)
+
+
+def laplacian(shape, scale: float, dtype=np.int8) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.round(rng.laplace(0, scale, shape)), info.min, info.max).astype(dtype)
+
+
+def pruned(shape, keep: float, dtype=np.int8) -> np.ndarray:
+    w = laplacian(shape, 20, dtype)
+    w[rng.random(shape) >= keep] = 0
+    return w
+
+
+def model_tensors() -> list[ephc.CodedTensor]:
+    """One tensor of every kind the container holds."""
+    conv = laplacian((16, 8, 3, 3), 12)
+    long_gaps = np.zeros(5000, np.int8)
+    long_gaps[[0, 1, 700, 701, 4000]] = [5, -5, 1, 127, -128]  # gaps of 698 and 3298 need fillers
+    shared = rng.choice(rng.standard_normal(16).astype(np.float32), (40, 30))
+    return [
+        ephc.from_int("conv.weight", conv, rng.random(16).astype(np.float32) / 100, 0, axis=0),
+        ephc.from_int("fc.weight", laplacian((10, 64), 30), 0.02, -3),
+        ephc.from_int("u8.weight", rng.integers(100, 140, (4, 4)).astype(np.uint8), 0.1, 128),
+        ephc.CodedTensor("uniform", rng.integers(-128, 128, 3000).astype(np.int8)),
+        ephc.CodedTensor("skewed", pruned((3000,), 0.05), coding="dense"),
+        ephc.CodedTensor("pruned.weight", pruned((32, 16, 3, 3), 0.1), coding="sparse"),
+        ephc.CodedTensor("long_gaps", long_gaps, coding="sparse"),
+        ephc.CodedTensor("int16", laplacian((300,), 2000, np.int16)),
+        ephc.CodedTensor("int16.sparse", pruned((2000,), 0.05, np.int16), coding="sparse"),
+        ephc.from_float("shared.weight", shared),
+        ephc.from_float("shared.big", rng.standard_normal(3000).astype(np.float32)),  # uint16 indices
+        ephc.CodedTensor("scalar", np.array(-7, np.int8)),
+        ephc.CodedTensor("single", np.full((3, 3), 4, np.int8)),
+        ephc.CodedTensor("empty", np.zeros((0, 4), np.int8)),
+        ephc.CodedTensor("empty.sparse", np.zeros((2, 0), np.uint16), coding="sparse"),
+        ephc.CodedTensor("all.fill", np.zeros(1000, np.int8), coding="sparse"),
+        ephc.CodedTensor("no.fill", np.arange(-128, 128, dtype=np.int8), coding="sparse"),
+        ephc.CodedTensor("名前/ünïcode", np.array([1, 2, 1], np.uint8)),
+    ]
+
+
+def assert_same(a: ephc.CodedTensor, b: ephc.CodedTensor) -> None:
+    assert a.name == b.name
+    assert a.values.dtype == b.values.dtype and a.values.shape == b.values.shape
+    assert np.array_equal(a.values, b.values)
+    assert type(a.quant) is type(b.quant)
+    assert np.array_equal(ephc.to_float(a), ephc.to_float(b))
+
+
+@pytest.mark.parametrize("max_gap", [2, 16, 256, 65536])
+def test_round_trip_is_exact(max_gap):
+    tensors = model_tensors()
+    decoded = ephc.decode_container(ephc.encode_tensors(tensors, max_gap=max_gap))
+    assert len(decoded) == len(tensors)
+    for a, b in zip(tensors, decoded):
+        assert_same(a, b)
+        assert b.coding == a.coding or a.coding == "auto"
+
+
+def test_float_weights_from_weight_sharing_come_back_bit_exact():
+    shared = rng.choice(rng.standard_normal(8).astype(np.float32), (64, 64))
+    (t,) = ephc.decode_container(ephc.encode_tensors([ephc.from_float("w", shared)]))
+    assert t.values.dtype == np.uint8 and isinstance(t.quant, ephc.Codebook)
+    assert np.array_equal(ephc.to_float(t).view(np.uint32), shared.view(np.uint32))
+    special = np.array([0.0, -0.0, np.nan, np.inf], np.float32)
+    (t,) = ephc.decode_container(ephc.encode_tensors([ephc.from_float("s", special)]))
+    assert ephc.to_float(t).tobytes() == special.tobytes()
+    with pytest.raises(UserError, match="quantize or share"):
+        ephc.from_float("w", np.arange(70_000, dtype=np.float32))
+
+
+def test_int8_per_channel_dequantization():
+    q = np.array([[1, -2], [3, 4]], np.int8)
+    t = ephc.from_int("w", q, np.array([0.5, 2.0], np.float32), np.array([0, 1]), axis=-1)
+    assert np.array_equal(ephc.to_float(t), np.array([[0.5, -6.0], [1.5, 6.0]], np.float32))
+
+
+def test_auto_coding_picks_sparse_for_pruned_and_dense_for_dense_weights():
+    tensors = [ephc.CodedTensor("pruned", pruned((64, 64, 3, 3), 0.03)),
+               ephc.CodedTensor("dense", laplacian((64, 64), 10))]
+    data, stats = ephc.encode_with_stats(tensors)
+    assert [s.coding for s in stats] == ["sparse", "dense"]
+    assert [t.coding for t in ephc.decode_container(data)] == ["sparse", "dense"]
+    dense_only = ephc.encode_with_stats([ephc.CodedTensor("pruned", tensors[0].values, coding="dense")])[1][0]
+    assert stats[0].record_bytes < 0.5 * dense_only.record_bytes  # where dense Huffman is >2x the entropy
+    assert sum(s.record_bytes for s in stats) + 10 == len(data)
+    for s in stats:
+        assert s.entropy_bits <= s.huffman_bits <= 1.05 * s.entropy_bits
+
+
+def test_unusable_tensors_are_user_errors():
+    with pytest.raises(UserError, match="w: values must be int8"):
+        ephc.encode_tensors([ephc.CodedTensor("w", np.zeros(3, np.float32))])
+    with pytest.raises(UserError, match="outside a codebook"):
+        ephc.encode_tensors([ephc.CodedTensor("w", np.array([0, 5], np.uint8), ephc.Codebook(np.zeros(2, np.float32)))])
+    with pytest.raises(UserError, match="coding"):
+        ephc.encode_tensors([ephc.CodedTensor("w", np.zeros(3, np.int8), coding="zip")])
+    with pytest.raises(UserError, match="scales"):
+        per_channel = ephc.Affine(np.ones(3, np.float32), np.zeros(3, np.int32), axis=0)  # axis 0 has 2 channels
+        ephc.encode_tensors([ephc.CodedTensor("w", np.zeros((2, 3), np.int8), per_channel)])
+
+
+def small_container() -> bytes:
+    return ephc.encode_tensors([
+        ephc.from_int("a", laplacian((6, 5), 4), np.ones(6, np.float32), 0, axis=0),
+        ephc.CodedTensor("b", pruned((40,), 0.2), coding="sparse"),
+        ephc.from_float("c", np.array([0.5, -1.0, 0.5, 0.5], np.float32)),
+        ephc.CodedTensor("d", np.full(3, 9, np.int16)),
+    ])
+
+
+def test_header_errors_say_what_is_wrong():
+    data = small_container()
+    with pytest.raises(UserError, match="m.ephc: not an EPHC container"):
+        ephc.decode_container(b"PK\x03\x04" + data[4:], "m.ephc")
+    with pytest.raises(UserError, match="unsupported EPHC version 9"):
+        ephc.decode_container(data[:4] + struct.pack("<H", 9) + data[6:])
+    with pytest.raises(UserError, match="unexpected bytes after the last tensor"):
+        ephc.decode_container(data + b"\0")
+    bad = bytearray(data)
+    bad[-6] ^= 0x40  # inside the bits of the last tensor
+    with pytest.raises(UserError, match=r"m.ephc: tensor 3 \('d'\): CRC mismatch"):
+        ephc.decode_container(bytes(bad), "m.ephc")
+
+
+def test_truncation_at_every_offset_is_a_user_error():
+    data = small_container()
+    for cut in range(len(data)):
+        with pytest.raises(UserError, match="truncated|bad magic"):
+            ephc.decode_container(data[:cut])
+
+
+def test_every_corrupted_byte_is_a_user_error():
+    data = small_container()
+    for offset in range(len(data)):
+        for flip in (0x01, 0x80, int(rng.integers(2, 255))):
+            bad = bytearray(data)
+            bad[offset] ^= flip
+            with pytest.raises(UserError):
+                ephc.decode_container(bytes(bad))
+
+
+def record_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each record body."""
+    spans, pos = [], 10
+    while pos < len(data):
+        (length,) = struct.unpack_from("<I", data, pos)
+        spans.append((pos + 4, pos + 4 + length))
+        pos += 8 + length
+    return spans
+
+
+def mutate_with_valid_crc(data: bytes, rng: np.random.Generator) -> bytes:
+    """A record that passes its CRC but has 1-3 bytes changed: only the parser's checks stand between it and garbage."""
+    bad, spans = bytearray(data), record_spans(data)
+    start, end = spans[rng.integers(len(spans))]
+    for offset in rng.integers(start, end, rng.integers(1, 4)):
+        bad[offset] = int(rng.integers(256)) if rng.random() < 0.5 else bad[offset] ^ (1 << int(rng.integers(8)))
+    struct.pack_into("<I", bad, end, zlib.crc32(bytes(bad[start:end])))
+    return bytes(bad)
+
+
+def test_malformed_records_with_valid_crc_are_user_errors_or_decode_cleanly():
+    data = small_container()
+    outcomes = set()
+    for _ in range(1500):
+        try:
+            tensors = ephc.decode_container(mutate_with_valid_crc(data, rng), max_elements=10**6)
+        except UserError:
+            outcomes.add("error")
+            continue
+        outcomes.add("decoded")  # e.g. a changed scale or name: still a well-formed container
+        for t in tensors:
+            assert t.values.size == np.prod(t.values.shape)
+            with np.errstate(invalid="ignore", over="ignore"):  # a corrupt scale may well be inf or NaN
+                ephc.to_float(t)
+    assert outcomes == {"error", "decoded"}
