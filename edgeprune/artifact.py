@@ -28,23 +28,26 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_destination(out: Path, force: bool) -> None:
-    """Refuse early (before any work) to overwrite, and never replace a folder that is not a bundle."""
+def check_destination(out: Path, force: bool, marker: str = MANIFEST) -> None:
+    """Refuse early (before any work) to overwrite, and never replace a folder we did not write.
+
+    `marker` is the file that proves we wrote it (a bundle's manifest, a compress folder's weights).
+    """
     if out.exists() or out.is_symlink():
         if not force:
             raise UserError(f"{out}: already exists (use --force to replace it)")
-        if not out.is_dir() or not (out / MANIFEST).is_file():
-            raise UserError(f"{out}: exists and is not an edgeprune bundle; refusing to replace it")
+        if not out.is_dir() or not (out / marker).is_file():
+            raise UserError(f"{out}: exists and was not written by edgeprune; refusing to replace it")
     parent = next((p for p in out.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise UserError(f"{out}: {parent} is a file, not a folder")
 
 
 @contextmanager
-def staging(out: Path, force: bool) -> Iterator[Path]:
-    """Yield a temporary folder; on success it becomes `out` (replacing an old bundle if forced)."""
+def staging(out: Path, force: bool, marker: str = MANIFEST) -> Iterator[Path]:
+    """Yield a temporary folder; on success it becomes `out` (replacing an old one of ours if forced)."""
     out = Path(out)
-    check_destination(out, force)
+    check_destination(out, force, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

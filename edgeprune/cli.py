@@ -201,6 +201,42 @@ def _initializer_bytes(records, when: str) -> int:
     return 4 * getattr(quant, when)["params"]
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    from edgeprune import artifact
+    from edgeprune.coding.compress import compress_to_folder
+
+    out = Path(args.output)
+    artifact.check_destination(out, args.force, marker="weights.ephc")
+    with artifact.staging(out, args.force, marker="weights.ephc") as tmp:
+        report = compress_to_folder(args.model, tmp)
+    data = {"output": str(out), **report.as_dict()}
+
+    def render(d: dict) -> None:
+        _print(_table("coded tensors", ["tensor", "coding", "elements", "raw bytes", "coded bytes", "bits/weight",
+                                        "entropy bits/weight"],
+                      [[t["name"], t["coding"], t["elements"], t["raw_bytes"], t["coded_bytes"],
+                        f"{t['bits_per_weight']:.3f}", f"{t['entropy_bits_per_weight']:.3f}"] for t in d["tensors"]]))
+        _print(f"{d['original_bytes']:,} -> {d['compressed_bytes']:,} bytes ({d['ratio']:.2f}x): weights.ephc "
+               f"{d['weights_bytes']:,} + model.onnx {d['skeleton_bytes']:,}; Huffman {d['huffman_bits']:,} bits, "
+               f"entropy {d['entropy_bits']:,.0f} bits")
+
+    _emit(args, data, render)
+    return 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from edgeprune.artifact import write_file
+    from edgeprune.coding.compress import decompress_folder
+    from edgeprune.graph import model_bytes, validate
+
+    model = decompress_folder(args.folder)
+    validate(model, args.output)
+    write_file(Path(args.output), model_bytes(model), args.force)
+    _emit(args, {"output": args.output, "initializers": len(model.graph.initializer)},
+          lambda d: _print(f"wrote {d['output']} ({d['initializers']} weight tensors)"))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from edgeprune.artifact import verify
 
@@ -328,6 +364,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     common(p)
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("compress", help="Huffman-code a model's weights: DIR/weights.ephc + DIR/model.onnx")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="folder to create")
+    p.add_argument("--force", action="store_true", help="replace a folder written by an earlier compress")
+    common(p, model=False)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help="rebuild the model from a compress folder, bit for bit")
+    p.add_argument("folder")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    common(p, model=False)
+    p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("verify", help="check every file of a bundle against its manifest's SHA-256")
     p.add_argument("bundle")

@@ -129,7 +129,7 @@ def test_refuses_to_overwrite(tmp_path, cli):
     existing.mkdir()
     (existing / "precious.txt").write_text("keep me")
     _assert_user_error(*cli("compile", EXAMPLE, "--target", "host", "-o", existing), "--force")
-    _assert_user_error(*cli("compile", EXAMPLE, "--target", "host", "-o", existing, "--force"), "not an edgeprune bundle")
+    _assert_user_error(*cli("compile", EXAMPLE, "--target", "host", "-o", existing, "--force"), "not written by edgeprune")
     assert (existing / "precious.txt").read_text() == "keep me"
 
 
