@@ -201,6 +201,37 @@ def _initializer_bytes(records, when: str) -> int:
     return 4 * getattr(quant, when)["params"]
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from edgeprune.graph import load_model, top1_accuracy
+    from edgeprune.passes import make_pass
+    from edgeprune.pipeline import transform_model
+
+    if not args.unstructured:
+        raise UserError("prune: structured (channel) pruning is not in this version yet; use --unstructured")
+    options = {"sparsity": args.sparsity, "scope": args.scope, "nm": args.nm or "", "protect": args.protect or []}
+    with _progress(not args.json) as ctx:
+        final, ctx = transform_model(args.model, [make_pass("magnitude-prune", options)], args.output, force=args.force,
+                                     input_shapes=_shapes(args), calib=args.calib, ctx=ctx)
+    record = ctx.records[-1]
+    data = {"output": args.output, "mode": "unstructured", **options, "params_before": record.before["params"],
+            "params_after": record.after["params"], "macs_before": record.before["macs"], "macs_after": record.after["macs"],
+            "sparsity_achieved": record.details["sparsity"], "layers": record.details["layers"],
+            **(record.difference or {})}
+    if ctx.labels is not None:
+        data["accuracy_before"] = top1_accuracy(load_model(args.model), ctx.samples, ctx.labels)
+        data["accuracy_after"] = top1_accuracy(final, ctx.samples, ctx.labels)
+
+    def render(d: dict) -> None:
+        _print(_table("sparsity per layer", ["layer", "weights", "sparsity"],
+                      [[name, layer["size"], f"{layer['sparsity']:.3f}"] for name, layer in d["layers"].items()]))
+        extra = (f"; accuracy {d['accuracy_before']:.4f} -> {d['accuracy_after']:.4f}" if "accuracy_after" in d else "")
+        _print(f"{d['output']}: sparsity {d['sparsity_achieved']:.3f} over the pruned layers; max abs error "
+               f"{d.get('max_abs_error', float('nan')):.3g}, top-1 agreement {d.get('top1_agreement')}{extra}")
+
+    _emit(args, data, render)
+    return 0
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     from edgeprune import artifact
     from edgeprune.coding.compress import compress_to_folder
@@ -364,6 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     common(p)
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("prune", help="prune a model: --unstructured --sparsity S (magnitude) or N:M")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="the pruned .onnx file to write")
+    p.add_argument("--unstructured", action="store_true", help="zero the smallest weights (shapes unchanged)")
+    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights to zero (default 0.5)")
+    p.add_argument("--scope", choices=["local", "global"], default="local",
+                   help="local: every layer at --sparsity; global: one threshold over all layers")
+    p.add_argument("--nm", metavar="N:M", help="N:M sparsity instead, e.g. 2:4")
+    p.add_argument("--protect", nargs="+", metavar="NODE", help="nodes whose weights stay dense")
+    p.add_argument("--calib", metavar="DATA.npz", help="inputs to measure the error on; `labels` for accuracy")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    common(p)
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("compress", help="Huffman-code a model's weights: DIR/weights.ephc + DIR/model.onnx")
     p.add_argument("model")

@@ -72,3 +72,16 @@ def test_nm_2_4():
     assert tail.all()
     magnitude = np.moveaxis(np.abs(w), 1, -1)[..., :8].reshape(8, 3, 3, 2, 4)
     assert (np.where(groups, magnitude, np.inf).min(-1) >= np.where(groups, -np.inf, magnitude).max(-1)).all()
+
+
+def test_cli_prune_unstructured_json(tmp_path, cli):
+    import json
+
+    code, out, err = cli("prune", EXAMPLE, "-o", tmp_path / "p.onnx", "--unstructured", "--sparsity", "0.8",
+                         "--scope", "global", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert {"params_before", "params_after", "macs_before", "macs_after", "layers"} <= set(d)
+    assert abs(d["sparsity_achieved"] - 0.8) < 0.01 and d["macs_after"] == d["macs_before"]
+    code, _, err = cli("prune", EXAMPLE, "-o", tmp_path / "q.onnx", "--unstructured", "--nm", "3:2")
+    assert code == 2 and "--nm 3:2" in err and not (tmp_path / "q.onnx").exists()
