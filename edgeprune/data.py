@@ -1,7 +1,8 @@
 """Calibration and evaluation data: `.npz` with one array per model input, and `labels` if known.
 
 Arrays carry the samples on axis 0. A model whose batch dim is 1 gets the samples one at a time,
-so one file serves models with any fixed batch size that divides the sample count.
+so one file serves models with any fixed batch size that divides the sample count. A model with
+flat 2-D input (an MLP) takes image arrays flattened per sample, as a Flatten layer would.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ def load_npz(path: str | Path, model: onnx.ModelProto) -> tuple[Samples, np.ndar
         arr = arrays[value.name]
         batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1  # a symbolic batch runs one at a time
         fixed = [d if isinstance(d, int) and d > 0 else None for d in dims[1:]]
+        if len(dims) == 2 and fixed[0] and arr.ndim > 2 and int(np.prod(arr.shape[1:])) == fixed[0]:
+            arr = arr.reshape(arr.shape[0], -1)  # images into a flat model (an MLP), row-major like Flatten
         if arr.ndim != len(dims) or any(f is not None and f != a for f, a in zip(fixed, arr.shape[1:])):
             raise UserError(f"--calib {path}: array '{value.name}' has shape {list(arr.shape)}, "
                             f"the model's input is {dims} (samples go on axis 0)")
