@@ -48,7 +48,7 @@ def profile_bundle(bundle: str | Path, *, rpc: str | None = None, tracker: str |
                   "model_bytes": manifest["files"][manifest["model"]]["bytes"]},
     }
     if local:
-        result["operators"] = operator_breakdown(vm, inputs)
+        result["operators"] = operator_breakdown(vm, inputs, result["median_ms"])
         result["baselines"] = {"onnxruntime": onnxruntime_latency(bundle / manifest["model"], feeds, threads, repeat, warmup)
                                } if isinstance(source, OnnxSource) else {
                                "tflite": tflite_latency(source, feeds, threads, repeat, warmup)}
