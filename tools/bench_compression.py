@@ -1,4 +1,4 @@
-"""Deep Compression table (Han et al. 2016) for the MNIST reference models: prune, share, Huffman.
+"""Deep Compression table (Han et al. 2016) for the reference models: prune, share or quantize, Huffman.
 
     python tools/bench_compression.py [--sparsity 0.92] [--bits 5] [--markdown]
 
@@ -10,7 +10,8 @@ and after sharing, which is where its 40x at no loss comes from (fine-tuning is 
 
 Sizes count every parameter. "pruned" stores each nonzero as a 32-bit value plus an 8-bit relative
 index (Deep Compression's CSR form); "shared" as a `bits`-bit cluster index plus the 8-bit index and
-a float32 codebook per layer; "Huffman" is the size of edgeprune's coded container (weights.ephc)
+a float32 codebook per layer; "int8" (the Fashion-MNIST CNN) as an 8-bit value plus the 8-bit
+index, calibrated on 256 training images; "Huffman" is the size of edgeprune's coded container (weights.ephc)
 plus the tensors it leaves uncoded (biases).
 """
 from __future__ import annotations
@@ -27,16 +28,22 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 
 
-def evaluation_set(flat: bool):
-    """The full MNIST test set when installed, else the 256 committed images; returns (samples, labels, name)."""
-    from datasets import MNIST_MEAN, MNIST_STD, DatasetMissing, load_mnist, preprocess
+def evaluation_set(dataset: str, flat: bool, split: str = "test"):
+    """The full test set when installed, else the 256 committed images; returns (samples, labels, name)."""
+    import datasets as d
 
+    load, mean, std, label, fixture = {
+        "mnist": (d.load_mnist, d.MNIST_MEAN, d.MNIST_STD, "MNIST", "mnist_test256.npz"),
+        "fashion-mnist": (d.load_fashion_mnist, d.FMNIST_MEAN, d.FMNIST_STD, "Fashion-MNIST", "fmnist_test256.npz"),
+    }[dataset]
     try:
-        images, labels = load_mnist("test")
-        x, name = preprocess(images, MNIST_MEAN, MNIST_STD, flat=flat), "MNIST test 10k"
-    except DatasetMissing:
-        data = np.load(REPO / "tests" / "fixtures" / "mnist_test256.npz")
-        x, labels, name = data["input"], data["labels"], "MNIST test, first 256"
+        images, labels = load(split)
+        x, name = d.preprocess(images, mean, std, flat=flat), f"{label} {split} {len(images) // 1000}k"
+    except d.DatasetMissing:
+        if split != "test":
+            raise
+        data = np.load(REPO / "tests" / "fixtures" / fixture)
+        x, labels, name = data["input"], data["labels"], f"{label} test, first 256"
         x = x.reshape(len(x), -1) if flat else x
     return x.astype(np.float32), labels, name
 
@@ -73,7 +80,7 @@ def run(name: str, flat: bool, sparsity: float, bits: int) -> list[list]:
     from edgeprune.passes import make_pass
     from edgeprune.pipeline import run_passes
 
-    x, labels, data_name = evaluation_set(flat)
+    x, labels, data_name = evaluation_set("mnist", flat)
     dense = canonicalize(load_model(REPO / "tests" / "fixtures" / f"{name}.onnx"))
     ctx = Context(samples=random_samples(dense, 1))
     pruned = run_passes(dense, [make_pass("magnitude-prune", {"sparsity": sparsity, "scope": "global"})], ctx)
@@ -95,13 +102,55 @@ def run(name: str, flat: bool, sparsity: float, bits: int) -> list[list]:
     ]
 
 
+def run_int8(name: str, sparsity: float) -> list[list]:
+    """The Fashion-MNIST CNN through the int8 chain: prune, quantize (calibrated on training images), Huffman."""
+    from edgeprune.coding.compress import compress
+    from edgeprune.context import Context
+    from edgeprune.data import random_samples
+    from edgeprune.graph import canonicalize, load_model
+    from edgeprune.passes import make_pass
+    from edgeprune.pipeline import run_passes
+    from edgeprune.quant.quantize import quantize
+
+    x, labels, data_name = evaluation_set("fashion-mnist", False)
+    try:
+        calib_x = evaluation_set("fashion-mnist", False, split="train")[0][:256]
+    except Exception:  # no training set installed: calibrate on the committed images (reported below)
+        calib_x, data_name = x[:256], data_name + " (calibrated on it)"
+    dense = canonicalize(load_model(REPO / "tests" / "fixtures" / f"{name}.onnx"))
+    ctx = Context(samples=random_samples(dense, 1))
+    # Prune before folding BatchNorm: the BN scales would otherwise skew one global threshold.
+    pruned = run_passes(dense, [make_pass("magnitude-prune", {"sparsity": sparsity, "scope": "global"}),
+                                make_pass("fold-batchnorm")], ctx)
+    int8 = quantize(pruned, [{"input": calib_x[i:i + 1]} for i in range(len(calib_x))])
+    container, skeleton, report = compress(int8)
+    uncoded = sum(numpy_helper.to_array(i).nbytes for i in skeleton.graph.initializer)
+    fp32 = 4 * sum(int(np.prod(i.dims)) for i in dense.graph.initializer)
+    weights = [numpy_helper.to_array(i) for i in pruned.graph.initializer]
+    nonzero = sum(int(np.count_nonzero(w)) for w in weights if w.ndim >= 2)
+    small = sum(w.nbytes for w in weights if w.ndim < 2)
+    csr, int8_csr = nonzero * 5 + small, nonzero * 2 + small
+    huffman = len(container) + uncoded
+    acc = [accuracy(m, x, labels) for m in (dense, pruned, int8)]
+    coded = max(sum(t["elements"] for t in report.tensors), 1)
+    return [
+        [name, "fp32 dense", fp32, 1.0, acc[0], "", data_name],
+        [name, f"pruned {sparsity:.0%} (CSR)", csr, fp32 / csr, acc[1], "", ""],
+        [name, "+ int8 per-channel", int8_csr, fp32 / int8_csr, acc[2], "", ""],
+        [name, "+ Huffman (container)", huffman, fp32 / huffman, acc[2],
+         f"{report.huffman_bits / coded:.3f} / {report.entropy_bits / coded:.3f}", ""],
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sparsity", type=float, default=0.92)
     parser.add_argument("--bits", type=int, default=5)
+    parser.add_argument("--cnn-sparsity", type=float, default=0.5, help="for the Fashion-MNIST CNN (int8 chain)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    rows = run("lenet300", True, args.sparsity, args.bits) + run("lenet5", False, args.sparsity, args.bits)
+    rows = (run("lenet300", True, args.sparsity, args.bits) + run("lenet5", False, args.sparsity, args.bits)
+            + run_int8("fmnist-cnn", args.cnn_sparsity))
     header = ["model", "stage", "bytes", "ratio", "accuracy", "Huffman / entropy bits per weight", "evaluated on"]
     table = [[r[0], r[1], f"{r[2]:,}", f"{r[3]:.1f}x", f"{100 * r[4]:.2f}%", r[5], r[6]] for r in rows]
     if args.markdown:
