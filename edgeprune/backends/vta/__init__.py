@@ -1,1 +1,1 @@
-"""The VTA FPGA back end: configuration, instruction set, simulator (lowering comes on top of these)."""
+"""The VTA FPGA back end: configuration, instruction set, simulator, packing and layer lowering."""
