@@ -63,4 +63,6 @@ def build_module(mod, target: Target):
     """Compile a Relax module (from any frontend) for the target."""
     import tvm
 
-    return tvm.compile(mod, target=target.tvm_target())
+    from edgeprune.compile.schedules import pipeline
+
+    return tvm.compile(mod, target=target.tvm_target(), relax_pipeline=pipeline(target))

@@ -1,0 +1,102 @@
+"""Schedule steps more than one rule takes."""
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir
+
+PREPACK = "meta_schedule.layout_rewrite_preproc"  # the mark relax.transform.SplitLayoutRewritePreproc looks for
+# Below this many block iterations (~0.2 ms on one core) a kernel runs on one thread: every parallel
+# region ends in a barrier, which costs microseconds on an idle machine and milliseconds when another
+# process holds a core (measured: tinycnn took 15 ms on 2 threads vs 0.24 ms on 1, with a busy core).
+PARALLEL_MIN_WORK = 1 << 22
+
+
+def worth_parallel(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
+    """Whether the block iterates enough (its whole domain, reductions included) to pay for a barrier."""
+    work = 1
+    for iv in sch.get(block).iter_vars:
+        work *= int(iv.dom.extent)
+    return work >= PARALLEL_MIN_WORK
+
+
+def prepack(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, read: int, index_map, pad: bool = False) -> bool:
+    """Give a constant operand the layout the inner loop wants; the copy runs once, at compile time.
+
+    Only buffers the Relax caller passes as constants qualify (the `layout_free_buffers` attribute that
+    AttachAttrLayoutFreeBuffers sets); SplitLayoutRewritePreproc lifts the marked copy out of the kernel
+    and FoldConstant evaluates it.
+    """
+    func = sch.mod["main"]
+    buffer = sch.get(block).reads[read].source
+    free = [int(i) for i in func.attrs.get("layout_free_buffers", [])] if func.attrs else []
+    if not any(func.params[i].same_as(buffer) for i in free):
+        return False
+    copy = sch.cache_read(block, read, "global")
+    sch.transform_layout(block, ("read", read), index_map, pad_value=0.0 if pad else None)
+    sch.annotate(copy, PREPACK, True)
+    return True
+
+
+def read_index(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, load) -> int:
+    """Position of a load's buffer among the block's reads (what cache_read and transform_layout take)."""
+    return next(i for i, r in enumerate(sch.get(block).reads) if r.source.same_as(load.source))
+
+
+def _domain(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[int]:
+    return [int(iv.dom.extent) for iv in sch.get(block).iter_vars]
+
+
+def inline_epilogue(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> s_tir.schedule.SBlockRV | None:
+    """Fold the elementwise consumer chain (bias, relu, clip, residual add) into `block`'s store.
+
+    A consumer over a smaller domain (the slice that drops padded channels) cannot be folded in (TVM
+    would store out of bounds): the rest of the chain folds into it instead, and it is returned so the
+    caller can place it next to `block`.
+    """
+    while True:
+        consumers = sch.get_consumers(block)
+        if len(consumers) != 1:
+            return None
+        if _domain(sch, consumers[0]) != _domain(sch, block):
+            inline_epilogue(sch, consumers[0])
+            return consumers[0]
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except s_tir.ScheduleError:
+            return None
+
+
+def inline_producers(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
+    """Inline the copies feeding `block`; a padding stage stays a loop nest of its own (inlined, it would put
+    a branch into the inner loop), scheduled as an elementwise one."""
+    for producer in sch.get_producers(block):
+        if not isinstance(sch.get(producer).body.value, tvm.ir.TensorLoad):
+            parallel_vectorize(sch, producer, lanes)
+            continue
+        try:
+            sch.compute_inline(producer)
+        except s_tir.ScheduleError:
+            pass
+
+
+def parallel_vectorize(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
+    """Elementwise loops: the last axis vectorized when whole vectors fit, the others fused and parallel.
+
+    The last axis stays its own loop: vectorizing a fused one makes every lane divide its index back
+    into coordinates, in 64-bit integers, which costs more than the copy itself.
+    """
+    parallel = worth_parallel(sch, block)
+    *outer, inner = sch.get_loops(block)
+    extent = int(sch.get(inner).extent)
+    if extent % lanes == 0:
+        sch.vectorize(sch.split(inner, [None, lanes])[1])
+    if outer and parallel:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+
+
+def parallel_outer(sch: s_tir.Schedule, depth: int) -> None:
+    """Every root loop nest: its outer `depth` loops (batch, channels) fused and run in parallel."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        loops = sch.get_loops(block)[:depth]
+        if loops and worth_parallel(sch, block):
+            sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])

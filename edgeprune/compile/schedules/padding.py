@@ -1,0 +1,38 @@
+"""Pad a conv's output channels up to a multiple of the vector width before legalization.
+
+Pruned models have channel counts like 61 or 93. The conv rule puts output channels across vector
+lanes; a ragged last vector would need a per-lane bounds check in the inner loop, which TVM only
+compiles as scalar code (measured 13x slower). Padding the constant weight with zero filters and
+slicing the extra channels off afterwards costs at most lanes - 1 wasted filters instead; FuseOps keeps
+the slice in the conv's function, where the conv rule stores each tile through it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+
+def pad_conv_channels(lanes: int) -> tvm.transform.Pass:
+    """The pass, for a given vector width in elements."""
+    data, weight = wildcard(), is_const()
+    pattern = is_op("relax.nn.conv2d")(data, weight)
+
+    def rewrite(call: relax.Call, matches: dict) -> relax.Expr:
+        attrs = call.attrs
+        w = matches[weight].value.numpy()
+        extra = -w.shape[0] % lanes
+        layouts = (attrs.data_layout, attrs.kernel_layout, attrs.out_layout)
+        if extra == 0 or attrs.groups != 1 or layouts != ("NCHW", "OIHW", "NCHW"):
+            return call
+        padded = np.concatenate([w, np.zeros((extra, *w.shape[1:]), w.dtype)])
+        conv = relax.op.nn.conv2d(matches[data], relax.const(padded), attrs.strides, attrs.padding, attrs.dilation, 1,
+                                  "NCHW", "OIHW", "NCHW", attrs.out_dtype)
+        return relax.op.strided_slice(conv, axes=[1], begin=[0], end=[w.shape[0]])
+
+    @relax.transform.function_pass(opt_level=0, name="edgeprune.PadConvChannels")
+    def run(func: relax.Function, _mod, _ctx) -> relax.Function:
+        return rewrite_call(pattern, rewrite, func)
+
+    return run
