@@ -205,28 +205,71 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from edgeprune.graph import load_model, top1_accuracy
     from edgeprune.passes import make_pass
     from edgeprune.pipeline import transform_model
+    from edgeprune.targets import load_target
 
-    if not args.unstructured:
-        raise UserError("prune: structured (channel) pruning is not in this version yet; use --unstructured")
-    options = {"sparsity": args.sparsity, "scope": args.scope, "nm": args.nm or "", "protect": args.protect or []}
+    if args.unstructured:
+        options = {"sparsity": args.sparsity, "scope": args.scope, "nm": args.nm or "", "protect": args.protect or []}
+        step = make_pass("magnitude-prune", options)
+    else:
+        if args.ratio is None and args.target_macs is None and args.target_params is None:
+            raise UserError("prune: give --ratio, --target-macs or --target-params (or --unstructured --sparsity)")
+        options = {"ratio": args.ratio or 0.0, "target_macs": args.target_macs or 0.0,
+                   "target_params": args.target_params or 0.0, "scope": args.scope, "criterion": args.criterion,
+                   "round_to": args.round_to or 0, "protect": args.protect or [], "min_channels": args.min_channels}
+        step = make_pass("prune", options)
     with _progress(not args.json) as ctx:
-        final, ctx = transform_model(args.model, [make_pass("magnitude-prune", options)], args.output, force=args.force,
-                                     input_shapes=_shapes(args), calib=args.calib, ctx=ctx)
+        ctx.target = load_target(args.target) if args.target else None
+        final, ctx = transform_model(args.model, [step], args.output, force=args.force, input_shapes=_shapes(args),
+                                     calib=args.calib, ctx=ctx)
     record = ctx.records[-1]
-    data = {"output": args.output, "mode": "unstructured", **options, "params_before": record.before["params"],
-            "params_after": record.after["params"], "macs_before": record.before["macs"], "macs_after": record.after["macs"],
-            "sparsity_achieved": record.details["sparsity"], "layers": record.details["layers"],
-            **(record.difference or {})}
+    details = dict(record.details)
+    data = {"output": args.output, "mode": "unstructured" if args.unstructured else "structured", **options,
+            "params_before": record.before["params"], "params_after": record.after["params"],
+            "macs_before": record.before["macs"], "macs_after": record.after["macs"], **(record.difference or {})}
+    if args.unstructured:
+        data.update(sparsity_achieved=details["sparsity"], layers=details["layers"])
+    else:
+        data.update(ratio_used=details["ratio"], groups={"pruned": details["groups_pruned"],
+                                                          "blocked": details["groups_blocked"]},
+                    group_details=details["groups"])
     if ctx.labels is not None:
         data["accuracy_before"] = top1_accuracy(load_model(args.model), ctx.samples, ctx.labels)
         data["accuracy_after"] = top1_accuracy(final, ctx.samples, ctx.labels)
 
     def render(d: dict) -> None:
-        _print(_table("sparsity per layer", ["layer", "weights", "sparsity"],
-                      [[name, layer["size"], f"{layer['sparsity']:.3f}"] for name, layer in d["layers"].items()]))
+        if args.unstructured:
+            _print(_table("sparsity per layer", ["layer", "weights", "sparsity"],
+                          [[name, layer["size"], f"{layer['sparsity']:.3f}"] for name, layer in d["layers"].items()]))
+        else:
+            _print(_table("groups", ["group", "channels", "kept", "removed", "why blocked"],
+                          [[" + ".join(g["producers"][:3]) or f"#{g['id']}", g["channels"], g["kept"], g["removed"],
+                            "; ".join(g["blocked"])] for g in d["group_details"] if g["removed"] or args.verbose]))
+            _print(f"groups pruned {d['groups']['pruned']}, blocked {d['groups']['blocked']}; channel ratio "
+                   f"{d['ratio_used']:.3f}")
         extra = (f"; accuracy {d['accuracy_before']:.4f} -> {d['accuracy_after']:.4f}" if "accuracy_after" in d else "")
-        _print(f"{d['output']}: sparsity {d['sparsity_achieved']:.3f} over the pruned layers; max abs error "
-               f"{d.get('max_abs_error', float('nan')):.3g}, top-1 agreement {d.get('top1_agreement')}{extra}")
+        _print(f"{d['output']}: params {d['params_before']:,} -> {d['params_after']:,}, MACs {d['macs_before']:,} -> "
+               f"{d['macs_after']:,}; max abs error {d.get('max_abs_error', float('nan')):.3g}, top-1 agreement "
+               f"{d.get('top1_agreement')}{extra}")
+
+    _emit(args, data, render)
+    return 0
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    from edgeprune.graph import canonicalize, check_structure, load_model
+    from edgeprune.prune import build, format_group
+
+    model = load_model(args.model)
+    check_structure(model, args.model)
+    dg = build(canonicalize(model, _shapes(args), args.model), protect=tuple(args.protect or []))
+    traces = [format_group(g) for g in dg.groups]
+    data = {"model": args.model, "groups": len(dg.groups),
+            "blocked": sum(1 for g in dg.groups if g.blocked), "traces": traces}
+
+    def render(d: dict) -> None:
+        for trace in d["traces"]:
+            _print(trace, "")
+        _print(f"{d['groups']} groups, {d['blocked']} blocked")
 
     _emit(args, data, render)
     return 0
@@ -396,19 +439,33 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("prune", help="prune a model: --unstructured --sparsity S (magnitude) or N:M")
+    p = sub.add_parser("prune", help="structured channel pruning (--ratio/--target-macs) or --unstructured")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="the pruned .onnx file to write")
-    p.add_argument("--unstructured", action="store_true", help="zero the smallest weights (shapes unchanged)")
-    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights to zero (default 0.5)")
+    p.add_argument("--ratio", type=float, help="fraction of channels to remove in each group")
+    p.add_argument("--target-macs", type=float, metavar="F", help="fraction of MACs to keep (searches the ratio)")
+    p.add_argument("--target-params", type=float, metavar="F", help="fraction of parameters to keep")
     p.add_argument("--scope", choices=["local", "global"], default="local",
-                   help="local: every layer at --sparsity; global: one threshold over all layers")
-    p.add_argument("--nm", metavar="N:M", help="N:M sparsity instead, e.g. 2:4")
-    p.add_argument("--protect", nargs="+", metavar="NODE", help="nodes whose weights stay dense")
+                   help="local: every group (layer) at the ratio; global: one normalized ranking over all")
+    p.add_argument("--criterion", default="l1", help="channel importance: l1, l2")
+    p.add_argument("--round-to", type=int, help="keep channel counts at multiples of N (default: the target's "
+                   "vector lanes, 1 without --target)")
+    p.add_argument("--target", help="the device the model is for (sets --round-to)")
+    p.add_argument("--min-channels", type=int, default=1, help="never fewer channels in a group")
+    p.add_argument("--unstructured", action="store_true", help="zero the smallest weights instead (shapes unchanged)")
+    p.add_argument("--sparsity", type=float, default=0.5, help="with --unstructured: fraction of weights to zero")
+    p.add_argument("--nm", metavar="N:M", help="with --unstructured: N:M sparsity, e.g. 2:4")
+    p.add_argument("--protect", nargs="+", metavar="NODE", help="nodes to leave untouched")
     p.add_argument("--calib", metavar="DATA.npz", help="inputs to measure the error on; `labels` for accuracy")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     common(p)
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("groups", help="the channel groups structured pruning sees, as readable traces")
+    p.add_argument("model")
+    p.add_argument("--protect", nargs="+", metavar="NODE", help="nodes to leave untouched")
+    common(p)
+    p.set_defaults(func=cmd_groups)
 
     p = sub.add_parser("compress", help="Huffman-code a model's weights: DIR/weights.ephc + DIR/model.onnx")
     p.add_argument("model")

@@ -6,12 +6,13 @@ from typing import Any
 from edgeprune.errors import UserError
 from edgeprune.passes.base import Pass
 from edgeprune.passes.canonicalize import Canonicalize
+from edgeprune.passes.channel_prune import ChannelPrune
 from edgeprune.passes.fold_batchnorm import FoldBatchNorm
 from edgeprune.passes.magnitude_prune import MagnitudePrune
 from edgeprune.passes.quantize import Quantize
 from edgeprune.passes.share_weights import ShareWeights
 
-PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (Canonicalize, FoldBatchNorm, MagnitudePrune, Quantize, ShareWeights)}
+PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (Canonicalize, ChannelPrune, FoldBatchNorm, MagnitudePrune, Quantize, ShareWeights)}
 
 
 def make_pass(name: str, options: dict[str, Any] | None = None, where: str = "recipe") -> Pass:
