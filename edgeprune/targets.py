@@ -62,6 +62,12 @@ class Target:
     def is_host(self) -> bool:
         return self.kind == "host"
 
+    @property
+    def vector_bits(self) -> int:
+        """SIMD width the schedules tile for; `device.vector_bits = 0` means this machine's, detected."""
+        bits = int(self.device["vector_bits"])
+        return bits or host_vector_bits()
+
     def tvm_target_dict(self) -> dict[str, Any]:
         """The TVM target as a dict; `mcpu = "native"` becomes this machine's LLVM CPU name."""
         spec = dict(self.tvm)
@@ -79,6 +85,20 @@ class Target:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "kind": self.kind, "tvm": self.tvm,
                 "toolchain": self.toolchain, "device": self.device}
+
+
+def host_vector_bits() -> int:
+    """AVX-512 512, AVX2 256, otherwise (SSE, NEON) 128, read from /proc/cpuinfo's flags."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return 128
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
 
 
 def _check(table: dict, schema: dict, where: str, label: str) -> None:

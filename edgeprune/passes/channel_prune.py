@@ -18,7 +18,7 @@ def default_round_to(ctx: Context) -> int:
     """Vector lanes of fp32 on the target's CPU; 1 when no target is known."""
     if ctx.target is None:
         return 1
-    return max(1, int(ctx.target.device.get("vector_bits", 32)) // 32)
+    return max(1, ctx.target.vector_bits // 32)
 
 
 @dataclass

@@ -23,6 +23,6 @@ def machine_for(target: Target) -> Machine:
     """AVX-512 and AArch64 have 32 vector registers; AVX2 and 32-bit NEON have 16."""
     import platform
 
-    bits = int(target.device["vector_bits"])
+    bits = target.vector_bits
     arch = (target.tvm.get("mtriple") or platform.machine()).lower()
     return Machine(bits, 32 if bits >= 512 or arch.startswith(("aarch64", "arm64")) else 16)
