@@ -13,9 +13,8 @@ import onnx_graphsurgeon as gs
 
 from edgeprune.context import Context
 from edgeprune.passes.base import Pass
+from edgeprune.passes.magnitude_prune import WEIGHT_OPS
 from edgeprune.quant.sharing import relative_error, share
-
-WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 def weight_tensors(graph: gs.Graph) -> list[gs.Constant]:
