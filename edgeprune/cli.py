@@ -215,7 +215,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
             raise UserError("prune: give --ratio, --target-macs or --target-params (or --unstructured --sparsity)")
         options = {"ratio": args.ratio or 0.0, "target_macs": args.target_macs or 0.0,
                    "target_params": args.target_params or 0.0, "scope": args.scope, "criterion": args.criterion,
-                   "round_to": args.round_to or 0, "protect": args.protect or [], "min_channels": args.min_channels}
+                   "round_to": args.round_to or 0, "protect": args.protect or [], "min_channels": args.min_channels,
+                   "reconstruct": args.reconstruct}
         step = make_pass("prune", options)
     with _progress(not args.json) as ctx:
         ctx.target = load_target(args.target) if args.target else None
@@ -457,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nm", metavar="N:M", help="with --unstructured: N:M sparsity, e.g. 2:4")
     p.add_argument("--protect", nargs="+", metavar="NODE", help="nodes to leave untouched")
     p.add_argument("--calib", metavar="DATA.npz", help="inputs to measure the error on; `labels` for accuracy")
+    p.add_argument("--reconstruct", action="store_true", help="refit the layers after pruned channels to the "
+                   "original's outputs on --calib (least squares, no training)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     common(p)
     p.set_defaults(func=cmd_prune)

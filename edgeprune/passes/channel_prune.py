@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import onnx_graphsurgeon as gs
 
 from edgeprune.context import Context
+from edgeprune.errors import UserError
 from edgeprune.passes.base import Pass
 
 
@@ -32,16 +33,26 @@ class ChannelPrune(Pass):
     round_to: int = 0  # 0: from the target (vector lanes)
     protect: list = field(default_factory=list)
     min_channels: int = 1
+    reconstruct: bool = False  # refit the layers reading pruned channels on the calibration data (least squares)
 
     def run(self, graph: gs.Graph, ctx: Context) -> gs.Graph:
         from edgeprune.prune import prune
 
+        if self.reconstruct and not ctx.calibrated:
+            raise UserError("prune: reconstruct fits layers to the user's data: give calibration data (--calib)")
+        source = gs.export_onnx(graph)
         pruned, report = prune(
-            gs.export_onnx(graph), ratio=None if self.target_macs or self.target_params else self.ratio,
+            source, ratio=None if self.target_macs or self.target_params else self.ratio,
             target_macs=self.target_macs or None, target_params=self.target_params or None, scope=self.scope,
             criterion=self.criterion, round_to=self.round_to or default_round_to(ctx), protect=tuple(self.protect),
             min_channels=self.min_channels)
         details = report.as_dict()
         details.pop("removed")  # channel indices per tensor: large, and the groups already say what went
+        if self.reconstruct:
+            from edgeprune.prune.reconstruct import reconstruct
+
+            ctx.progress("prune: reconstruct the layers after pruned channels")
+            pruned, layers = reconstruct(source, pruned, report.removed, ctx.samples)
+            details["reconstruction"] = [layer.as_dict() for layer in layers]
         ctx.report(**details)
         return gs.import_onnx(pruned)
