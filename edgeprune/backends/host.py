@@ -22,31 +22,43 @@ LIBRARY = "model.so"
 TOLERANCE = 1e-4
 
 
-def run_library(path: Path, feeds: dict[str, np.ndarray], input_names: list[str]) -> list[np.ndarray]:
-    """Run an exported Relax library on this CPU; outputs in graph order."""
+def load_library(path: Path):
+    """A Relax VM on this CPU for an exported library."""
     import tvm
     from tvm import relax
 
-    dev = tvm.cpu()
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), dev)
-    out = vm["main"](*[tvm.runtime.tensor(feeds[n], dev) for n in input_names])
+    return relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+
+
+def run_vm(vm, feeds: dict[str, np.ndarray], input_names: list[str]) -> list[np.ndarray]:
+    """Outputs in graph order."""
+    import tvm
+
+    out = vm["main"](*[tvm.runtime.tensor(feeds[n], tvm.cpu()) for n in input_names])
     items = out if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
     return [np.asarray(o.numpy()) for o in items]
+
+
+def run_library(path: Path, feeds: dict[str, np.ndarray], input_names: list[str]) -> list[np.ndarray]:
+    """Run an exported Relax library once on this CPU; outputs in graph order."""
+    return run_vm(load_library(path), feeds, input_names)
 
 
 def check_against_reference(source: Source, lib: Path, samples: list[dict]) -> dict:
     """Outputs of the built library against the source's reference runtime on every sample."""
     names = [i["name"] for i in source.inputs()]
     outs = [o["name"] for o in source.outputs()]
+    vm = load_library(lib)  # once: loading the library per sample costs more than running it
     ref: dict[str, list] = {n: [] for n in outs}
     got: dict[str, list] = {n: [] for n in outs}
     for feeds in samples:
         for n, v in source.reference(feeds).items():
             ref[n].append(v)
-        for n, v in zip(outs, run_library(lib, feeds, names)):
+        for n, v in zip(outs, run_vm(vm, feeds, names)):
             got[n].append(v)
-    diff = compare_outputs({k: np.concatenate(v) for k, v in ref.items()}, {k: np.concatenate(v) for k, v in got.items()})
-    scale = max(1.0, max(float(np.abs(np.concatenate(v)).max()) for v in ref.values()))
+    reference = {k: np.concatenate(v) for k, v in ref.items()}
+    diff = compare_outputs(reference, {k: np.concatenate(v) for k, v in got.items()})
+    scale = max(1.0, max(float(np.abs(v).max()) for v in reference.values()))
     if not diff.max_abs <= TOLERANCE * scale:
         raise PassError(f"host build differs from {source.reference_name} by {diff.max_abs:.3g} "
                         f"(limit {TOLERANCE * scale:.3g})")
