@@ -72,6 +72,16 @@ def stage_sizes(model, bits: int) -> tuple[int, int]:
     return csr, shared
 
 
+def stage_rows(name: str, data_name: str, fp32: int, stages: list[tuple[str, int, float]], huffman: int,
+               acc: list[float], report) -> list[list]:
+    """The table rows of one model: dense, the given stages, then the Huffman-coded container."""
+    coded = max(sum(t["elements"] for t in report.tensors), 1)
+    bits = f"{report.huffman_bits / coded:.3f} / {report.entropy_bits / coded:.3f}"
+    return ([[name, "fp32 dense", fp32, 1.0, acc[0], "", data_name]]
+            + [[name, label, size, fp32 / size, a, "", ""] for label, size, a in stages]
+            + [[name, "+ Huffman (container)", huffman, fp32 / huffman, acc[-1], bits, ""]])
+
+
 def run(name: str, flat: bool, sparsity: float, bits: int) -> list[list]:
     from edgeprune.coding.compress import compress
     from edgeprune.context import Context
@@ -92,14 +102,8 @@ def run(name: str, flat: bool, sparsity: float, bits: int) -> list[list]:
     csr, shared_bytes = stage_sizes(shared, bits)
     huffman = len(container) + uncoded
     acc = [accuracy(m, x, labels) for m in (dense, pruned, shared)]
-    coded = max(sum(t["elements"] for t in report.tensors), 1)
-    return [
-        [name, "fp32 dense", fp32, 1.0, acc[0], "", data_name],
-        [name, f"pruned {sparsity:.0%} (CSR)", csr, fp32 / csr, acc[1], "", ""],
-        [name, f"+ shared {bits} bits", shared_bytes, fp32 / shared_bytes, acc[2], "", ""],
-        [name, "+ Huffman (container)", huffman, fp32 / huffman, acc[2],
-         f"{report.huffman_bits / coded:.3f} / {report.entropy_bits / coded:.3f}", ""],
-    ]
+    return stage_rows(name, data_name, fp32, [(f"pruned {sparsity:.0%} (CSR)", csr, acc[1]),
+                                              (f"+ shared {bits} bits", shared_bytes, acc[2])], huffman, acc, report)
 
 
 def run_int8(name: str, sparsity: float) -> list[list]:
@@ -132,14 +136,8 @@ def run_int8(name: str, sparsity: float) -> list[list]:
     csr, int8_csr = nonzero * 5 + small, nonzero * 2 + small
     huffman = len(container) + uncoded
     acc = [accuracy(m, x, labels) for m in (dense, pruned, int8)]
-    coded = max(sum(t["elements"] for t in report.tensors), 1)
-    return [
-        [name, "fp32 dense", fp32, 1.0, acc[0], "", data_name],
-        [name, f"pruned {sparsity:.0%} (CSR)", csr, fp32 / csr, acc[1], "", ""],
-        [name, "+ int8 per-channel", int8_csr, fp32 / int8_csr, acc[2], "", ""],
-        [name, "+ Huffman (container)", huffman, fp32 / huffman, acc[2],
-         f"{report.huffman_bits / coded:.3f} / {report.entropy_bits / coded:.3f}", ""],
-    ]
+    return stage_rows(name, data_name, fp32, [(f"pruned {sparsity:.0%} (CSR)", csr, acc[1]),
+                                              ("+ int8 per-channel", int8_csr, acc[2])], huffman, acc, report)
 
 
 def main() -> int:
