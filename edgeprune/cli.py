@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def building(p: argparse.ArgumentParser) -> None:
         p.add_argument("--force", action="store_true", help="replace an existing bundle")
-        p.add_argument("--calib", metavar="DATA.npz", help="inputs (one array per model input) to check passes on")
+        p.add_argument("--calib", metavar="DATA.npz|DIR", help="inputs (.npz, one array per model input, or a folder of "
+                       "images) to check passes on")
         p.add_argument("--seed", type=int, default=0, help="seed of the random check inputs when no --calib")
 
     p = sub.add_parser("inspect", help="ops, shapes, parameters, MACs, unsupported ops per target")
@@ -429,8 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="int8 post-training static quantization to a QDQ ONNX model")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="the quantized .onnx file to write")
-    p.add_argument("--calib", required=True, metavar="DATA.npz",
-                   help="calibration data: one array per model input, samples on axis 0; `labels` for accuracy")
+    p.add_argument("--calib", required=True, metavar="DATA.npz|DIR",
+                   help="calibration data: .npz (one array per model input, samples on axis 0; `labels` for "
+                        "accuracy) or a folder of images (README: Calibration data)")
     p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"], help="activation ranges")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--per-channel", action="store_true", default=True, help="per-channel weight scales (default)")
@@ -457,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", type=float, default=0.5, help="with --unstructured: fraction of weights to zero")
     p.add_argument("--nm", metavar="N:M", help="with --unstructured: N:M sparsity, e.g. 2:4")
     p.add_argument("--protect", nargs="+", metavar="NODE", help="nodes to leave untouched")
-    p.add_argument("--calib", metavar="DATA.npz", help="inputs to measure the error on; `labels` for accuracy")
+    p.add_argument("--calib", metavar="DATA.npz|DIR", help="inputs to measure the error on (.npz or image folder); "
+                   "`labels` for accuracy")
     p.add_argument("--reconstruct", action="store_true", help="refit the layers after pruned channels to the "
                    "original's outputs on --calib (least squares, no training)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")

@@ -17,7 +17,7 @@ from edgeprune import __version__, artifact
 from edgeprune.backends import backend_for
 from edgeprune.compile.source import OnnxSource, TfliteSource, is_tflite
 from edgeprune.context import Context, PassRecord
-from edgeprune.data import load_npz, random_samples
+from edgeprune.data import load_calibration, random_samples
 from edgeprune.errors import PassError, UserError
 from edgeprune.graph import check_structure, compare_outputs, fix_input_shapes, infer_shapes, load_model, model_bytes, run, totals, validate
 from edgeprune.graph.runtime import session
@@ -158,7 +158,7 @@ def prepare(model_path: str | Path, *, input_shapes: dict[str, list[int]] | None
     model = _with_static_inputs(model, ctx.input_shapes, label)
     validate(model, label)
     if calib:
-        ctx.samples, ctx.labels = load_npz(calib, model)
+        ctx.samples, ctx.labels = load_calibration(calib, model)
         ctx.calibrated = True
     else:
         ctx.samples = random_samples(model, samples, seed)

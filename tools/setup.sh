@@ -5,8 +5,8 @@
 #   bash tools/setup.sh --dev    also the test tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="rpc,tflite"
-[[ "${1:-}" == "--dev" ]] && EXTRAS="rpc,tflite,dev"
+EXTRAS="rpc,tflite,images"
+[[ "${1:-}" == "--dev" ]] && EXTRAS="rpc,tflite,images,dev"
 
 SUDO=""
 [[ "$(id -u)" != 0 ]] && SUDO="sudo"
