@@ -43,3 +43,31 @@ def test_bad_tables_name_the_key(table, names):
     with pytest.raises(UserError) as e:
         VTAConfig.from_dict(table, where="pynq.toml [vta]")
     assert str(e.value).startswith(names)
+
+
+@pytest.mark.parametrize("name, clock, fetch", [("pynq-z1", 100, 0x43C00000), ("ultra96", 333, 0xA0000000),
+                                                ("de10-nano", 100, 0xFF220000)])
+def test_board_targets(name, clock, fetch):
+    from edgeprune.backends.vta.config import Board
+    from edgeprune.targets import load_target
+
+    target = load_target(name)
+    board = Board.from_target(target)
+    assert target.kind == "vta" and board.config == VTAConfig() and board.clock_mhz == clock
+    assert board.registers["fetch"] == fetch
+    assert [board.registers[m] - fetch for m in ("load", "compute", "store")] == [0x1000, 0x2000, 0x3000]
+
+
+def test_board_errors_name_the_file_and_key():
+    from edgeprune.backends.vta.config import Board
+    from edgeprune.targets import builtin_dir, parse_target
+
+    text = (builtin_dir() / "pynq-z1.toml").read_text()
+    with pytest.raises(UserError, match=r"my.toml: \[vta\].store_addr: missing"):
+        Board.from_target(parse_target(text.replace("store_addr", "#"), "my.toml", "my.toml"))
+    with pytest.raises(UserError, match=r"my.toml: \[vta\].log_inp_width = 4: edgeprune supports only 3"):
+        Board.from_target(parse_target(text.replace("log_inp_width = 3", "log_inp_width = 4"), "my.toml", "my.toml"))
+    with pytest.raises(UserError, match=r"bitstream = '1x16_x' but the log sizes give '1x16_i8w8a32_15_15_18_17'"):
+        Board.from_target(parse_target(text + 'bitstream = "1x16_x"\n', "my.toml", "my.toml"))
+    with pytest.raises(UserError, match=r"my.toml: key 'vta.clock_mhz' must be of type int"):
+        parse_target(text.replace("clock_mhz = 100", 'clock_mhz = "fast"'), "my.toml", "my.toml")

@@ -243,3 +243,66 @@ def test_regions_can_be_placed_anywhere():
     np.testing.assert_array_equal(prog.unpack_output(out), reference_conv2d(x, w, b, 1, 1, 9, True))
     with pytest.raises(ValueError, match="not aligned"):
         prog.link(bases | {"wgt": bases["wgt"] + 16})
+
+
+# -- per-channel shifts and chained requantization stages -----------------------------------------------------
+
+@pytest.mark.parametrize("config", [VTAConfig(), SMALL], ids=["default", "small"])
+def test_per_channel_shifts_and_stages(config):
+    """Per-channel weight scales give one shift per output channel: accumulator rows that ALU SHR reads; shifts
+    past 15 bits take two rows. Further stages (a fused ReLU, a rescale) round half up."""
+    rng = np.random.default_rng(77)
+    for c, o, hw, k, stride, pad in ((20, 37, (9, 7), 3, 2, 1), (16, 16, (8, 8), 1, 1, 0), (5, 33, (6, 6), 5, 1, 2)):
+        x = rng.integers(-128, 128, (1, c, *hw)).astype(np.int8)
+        w, b = random_layer(rng, o, c, k)
+        shift = rng.integers(3, 26, o)
+        for then in ([], [(1, True)], [(-1, False), (2, False)]):
+            prog = lower_conv2d(w, b, hw, stride, pad, shift, False, config, then)
+            check(prog, x, reference_conv2d(x, w, b, stride, pad, shift, False, then))
+            shr_rows = [i for i in prog.insns if isinstance(i, Alu) and i.alu_op == AluOp.SHR and not i.use_imm]
+            assert len(shr_rows) == 2 * prog.tiling.tiles  # 25 > 15 bits: two rows per tile
+        xd = rng.integers(-128, 128, (1, c)).astype(np.int8)
+        wd, bd = random_layer(rng, o, c, None)
+        check(lower_dense(wd, bd, shift, True, config), xd, reference_dense(xd, wd, bd, shift, True))
+
+
+def test_round_half_to_even_matches_numpy():
+    """The shift-add-MAX formulation on VTA against numpy's own round half to even, ties included."""
+    from edgeprune.backends.vta.lower import round_shift
+
+    acc = np.arange(-5000, 5000, dtype=np.int64)
+    for s in (1, 2, 3, 7, 12):
+        np.testing.assert_array_equal(round_shift(acc, s), np.round(acc / 2.0**s).astype(np.int64))
+
+
+@pytest.mark.parametrize("config", [VTAConfig(), SMALL], ids=["default", "small"])
+def test_rounding_conv_and_dense(config):
+    """round_first: the layer's shift rounds half to even (scratch rows, per-channel increment rows)."""
+    rng = np.random.default_rng(78)
+    for c, o, hw, k, stride, pad in ((20, 37, (9, 7), 3, 2, 1), (16, 16, (8, 8), 1, 1, 0)):
+        x = rng.integers(-128, 128, (1, c, *hw)).astype(np.int8)
+        w, b = random_layer(rng, o, c, k)
+        for shift in (9, rng.integers(0, 20, o)):  # per-channel with some channels not shifted at all
+            for then in ([], [(1, True)]):
+                prog = lower_conv2d(w, b, hw, stride, pad, shift, False, config, then, round_first=True)
+                check(prog, x, reference_conv2d(x, w, b, stride, pad, shift, False, then, round_first=True))
+        xd = rng.integers(-128, 128, (1, c)).astype(np.int8)
+        wd, bd = random_layer(rng, o, c, None)
+        check(lower_dense(wd, bd, 11, True, config, round_first=True), xd,
+              reference_dense(xd, wd, bd, 11, True, round_first=True))
+
+
+def test_timing_is_the_critical_path_through_the_tokens():
+    """Double buffering overlaps the queues: the estimate lies between the busiest queue and all work in series."""
+    from edgeprune.backends.vta.sim import _CYCLES, ISSUE_CYCLES, queue_of
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (1, 40, 12, 12)).astype(np.int8)
+    w, b = random_layer(rng, 40, 40, 3)
+    prog = lower_conv2d(w, b, (12, 12), 1, 1, 10, True, SMALL)
+    assert prog.tiling.tiles >= 3
+    _, result = simulate(prog, x)
+    busy = {"load": 0, "compute": 0, "store": 0}
+    for insn in prog.insns:
+        busy[queue_of(insn)] += ISSUE_CYCLES + _CYCLES[type(insn)](insn, SMALL)
+    assert max(busy.values()) <= result.counters.cycles < sum(busy.values())

@@ -95,3 +95,34 @@ class VTAConfig:
         return (f"{self.batch}x{self.block_in}_i{1 << self.log_inp_width}w{1 << self.log_wgt_width}"
                 f"a{1 << self.log_acc_width}_{self.log_uop_buff_size}_{self.log_inp_buff_size}"
                 f"_{self.log_wgt_buff_size}_{self.log_acc_buff_size}")
+
+
+REGISTER_BLOCKS = ("fetch", "load", "compute", "store")
+
+
+@dataclass(frozen=True)
+class Board:
+    """A target's accelerator: the bitstream's configuration, its clock, and where its four modules' registers are."""
+
+    config: VTAConfig
+    clock_mhz: int
+    registers: dict[str, int]
+
+    @classmethod
+    def from_target(cls, target) -> Board:
+        """From the `[vta]` table of a kind "vta" target; errors name the target file and the key."""
+        table = dict(target.raw.get("vta", {}))
+        where = f"{target.path or target.name}: [vta]"
+        missing = [k for k in ("clock_mhz", *(f"{m}_addr" for m in REGISTER_BLOCKS)) if k not in table]
+        if missing:
+            raise UserError(f"{where}.{missing[0]}: missing (a VTA target names its clock and the register blocks "
+                            f"{', '.join(REGISTER_BLOCKS)})")
+        clock = table.pop("clock_mhz")
+        if clock <= 0:
+            raise UserError(f"{where}.clock_mhz = {clock}: must be positive")
+        registers = {m: table.pop(f"{m}_addr") for m in REGISTER_BLOCKS}
+        named = table.pop("bitstream", None)
+        config = VTAConfig.from_dict(table, where)
+        if named is not None and named != config.bitstream:
+            raise UserError(f"{where}.bitstream = {named!r} but the log sizes give {config.bitstream!r}")
+        return cls(config, clock, registers)

@@ -2,8 +2,14 @@
 
 Integer semantics, shared with `reference_conv2d` / `reference_dense`: int8 x int8 products summed in int32
 (wrapping), plus an int32 bias, an arithmetic shift right by `shift` (floor, as VTA's SHR), clipped to
-[-128, 127], or [0, 127] with ReLU. VTA has no per-channel multiplier, so this needs the quantizer's
-power-of-two mode (zero points 0).
+[-128, 127], or [0, 127] with ReLU; with `round_first` the shift rounds half to even instead, as onnxruntime's
+QuantizeLinear does. Further requantization stages (`then`: a ReLU or rescale that the quantized graph puts after
+the layer) each round half to even, shift, and clip again. VTA has no per-channel multiplier, so this needs the
+quantizer's power-of-two mode (zero points 0); per-channel weight scales become per-channel shifts, accumulator
+rows that ALU SHR takes as its operand.
+
+Rounding half to even with shifts, adds and MAX only (VTA has no AND): with h = 2^(s-1),
+round(x / 2^s) = max((x + h - 1) >> s, ((x + h) >> (s + 1)) << 1), the second term on a scratch copy.
 
 Schedule. The output is cut into tiles (output channel blocks x rows x columns) that fit an accumulator slot;
 the reduction over input channel blocks is cut into chunks whose inputs and weights fit a slot of the input
@@ -18,6 +24,7 @@ host driver can place each region anywhere.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import product
 from typing import NamedTuple
@@ -38,7 +45,10 @@ MAX_SHIFT = 31  # of int32; the hardware reads 5 bits of a shift amount, so long
 _SHR_STEP = 15
 _INSN_COST = 256  # bytes of DRAM traffic one instruction is taken to cost when comparing tilings
 # The buffer whose element size counts each region's DRAM fields.
-REGION_BUFFER = {"uop": "uop", "wgt": "wgt", "bias": "acc", "inp": "inp", "out": "out"}
+REGION_BUFFER = {"uop": "uop", "wgt": "wgt", "bias": "acc", "inp": "inp", "inp2": "inp", "out": "out"}
+# One requantization: arithmetic shift right (negative: left), then clip to [0 if relu else -128, 127]. A layer's
+# first stage may shift each output channel by its own amount (per-channel weight scales): an int array.
+Stage = tuple["int | np.ndarray", bool]
 
 
 @dataclass(frozen=True)
@@ -120,27 +130,29 @@ class Program:
     uops: list[Uop]
     relocs: list[Reloc]
     consts: dict[str, np.ndarray]  # region -> packed weights or bias
-    in_shape: tuple[int, ...]  # of the unpacked input and output (NCHW, or (1, features) for dense)
+    inputs: dict[str, tuple[int, ...]]  # input region -> unpacked shape (NCHW, or (1, features) for dense)
     out_shape: tuple[int, ...]
     macs: int  # of the layer itself, without channel padding
-    tiling: Tiling
-    _geom: _Geom
+    tiling: Tiling | None
+    packed: dict[str, tuple[int, ...]]  # activation region (inputs and "out") -> NCHW1n16c shape
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return next(iter(self.inputs.values()))
 
     def sizes(self) -> dict[str, int]:
-        g, eb = self._geom, self.config.elem_bytes
         return {"insn": INSN_BYTES * len(self.insns), "uop": UOP_BYTES * len(self.uops),
-                "wgt": self.consts["wgt"].nbytes, "bias": self.consts["bias"].nbytes,
-                "inp": g.cb * g.h * g.w * eb["inp"], "out": g.ob * g.oh * g.ow * eb["out"]}
+                **{n: a.nbytes for n, a in self.consts.items()},
+                **{n: int(np.prod(shape)) for n, shape in self.packed.items()}}
 
     def layout(self) -> dict[str, Region]:
         """The default placement: regions back to back from 0, each aligned as its fields require."""
-        g, c = self._geom, self.config
+        c = self.config
         formats = {"insn": f"{len(self.insns)} VTA instructions of {INSN_BYTES} B, dram_base fields relocated",
                    "uop": f"{len(self.uops)} micro-ops of {UOP_BYTES} B",
                    "wgt": f"int8 OIHW{c.block_out}o{c.block_in}i {self.consts['wgt'].shape}",
-                   "bias": f"int32 accumulator rows {self.consts['bias'].shape}",
-                   "inp": f"int8 NCHW1n{c.block_in}c {(1, g.cb, g.h, g.w, 1, c.block_in)}",
-                   "out": f"int8 NCHW1n{c.block_out}c {(1, g.ob, g.oh, g.ow, 1, c.block_out)}"}
+                   **({"bias": f"int32 accumulator rows {self.consts['bias'].shape}"} if "bias" in self.consts else {}),
+                   **{n: f"int8 NCHW1n{c.block_in}c {shape}" for n, shape in self.packed.items()}}
         layout, end = {}, 0
         for name, size in self.sizes().items():
             align = INSN_BYTES if name == "insn" else c.elem_bytes[REGION_BUFFER[name]]
@@ -159,34 +171,34 @@ class Program:
             insns[r.insn] = replace(insn, **{r.field: getattr(insn, r.field) + bases[r.region] // eb})
         return insns
 
-    def pack_input(self, x: np.ndarray) -> np.ndarray:
-        if x.shape != self.in_shape:
-            raise ValueError(f"input of shape {x.shape}, the layer was compiled for {self.in_shape}")
-        g = self._geom
-        return pack_activations(x.reshape(1, g.c, g.h, g.w), self.config.block_in)
+    def pack_input(self, x: np.ndarray, region: str = "inp") -> np.ndarray:
+        shape = self.inputs[region]
+        if x.shape != shape:
+            raise ValueError(f"input of shape {x.shape}, the layer was compiled for {shape}")
+        _, _, h, w, _, _ = self.packed[region]
+        return pack_activations(x.reshape(1, -1, h, w), self.config.block_in)
 
     def unpack_output(self, raw: bytes | np.ndarray) -> np.ndarray:
-        g = self._geom
-        packed = np.frombuffer(raw, np.int8).reshape(1, g.ob, g.oh, g.ow, 1, self.config.block_out)
-        return unpack_activations(packed, g.o).reshape(self.out_shape)
+        packed = np.frombuffer(raw, np.int8).reshape(self.packed["out"])
+        return unpack_activations(packed, self.out_shape[1]).reshape(self.out_shape)
 
-    def image(self, x: np.ndarray | None = None) -> Image:
-        """The default DRAM image, with the input if one is given (else its region stays zero)."""
+    def image(self, *xs: np.ndarray) -> Image:
+        """The default DRAM image, with the inputs if they are given (else their regions stay zero)."""
         layout = self.layout()
         dram = np.zeros(max(r.offset + r.size for r in layout.values()), np.uint8)
         uop = b"".join(encode_uop(u) for u in self.uops)
         data = {"insn": encode_program(self.link({n: r.offset for n, r in layout.items()})), "uop": uop,
                 **{n: a.tobytes() for n, a in self.consts.items()}}
-        if x is not None:
-            data["inp"] = self.pack_input(x).tobytes()
+        for region, x in zip(self.inputs, xs):
+            data[region] = self.pack_input(x, region).tobytes()
         for name, raw in data.items():
             dram[layout[name].offset:layout[name].offset + len(raw)] = np.frombuffer(raw, np.uint8)
         return Image(encode_program(self.insns), uop, dram, list(self.relocs), layout)
 
 
-def simulate(program: Program, x: np.ndarray, portable: bool = True) -> tuple[np.ndarray, SimResult]:
+def simulate(program: Program, *xs: np.ndarray, portable: bool = True) -> tuple[np.ndarray, SimResult]:
     """Run a compiled layer on our simulator: the output, unpacked, and the run's counters."""
-    img = program.image(x)
+    img = program.image(*xs)
     insn, out = img.layout["insn"], img.layout["out"]
     result = Simulator(img.dram, program.config).run(img.dram[insn.offset:insn.offset + insn.size].tobytes(),
                                                      portable)
@@ -195,30 +207,116 @@ def simulate(program: Program, x: np.ndarray, portable: bool = True) -> tuple[np
 
 # -- the integer reference ------------------------------------------------------------------------------------
 
-def _requantize(acc: np.ndarray, shift: int, relu: bool) -> np.ndarray:
-    acc = acc.astype(np.int32)  # wraps modulo 2^32, as VTA's int32 adds do
-    return np.clip(acc >> shift, 0 if relu else INT8_MIN, INT8_MAX).astype(np.int8)
+def round_shift(acc: np.ndarray, shift: int | np.ndarray) -> np.ndarray:
+    """acc / 2^shift rounded half to even where shift > 0 (elsewhere shift is 0): onnxruntime's rounding."""
+    s = np.maximum(shift, 0)
+    floor = acc >> s
+    rem, half = acc - (floor << s), np.left_shift(1, np.maximum(s - 1, 0))
+    return floor + ((np.asarray(shift) > 0) & ((rem > half) | ((rem == half) & ((floor & 1) == 1))))
+
+
+def requantize(acc: np.ndarray, stages: Sequence[Stage], round_first: bool = False) -> np.ndarray:
+    """int32 accumulators through the requantization stages, as `Stream.requant` computes them on VTA."""
+    acc = acc.astype(np.int32).astype(np.int64)  # wraps modulo 2^32, as VTA's int32 adds do
+    for n, (shift, relu) in enumerate(stages):
+        if (n or round_first) and np.any(np.asarray(shift) > 0):
+            acc = round_shift(acc, shift)
+        else:
+            acc = acc >> shift if np.all(np.asarray(shift) >= 0) else acc << -shift
+        acc = np.clip(acc, 0 if relu else INT8_MIN, INT8_MAX)
+    return acc.astype(np.int8)
+
+
+def _requantize(acc: np.ndarray, shift: int, relu: bool, then: Sequence[Stage], round_first: bool) -> np.ndarray:
+    return requantize(acc, [(shift, relu), *then], round_first)
+
+
+class Stream:
+    """An instruction stream under construction: relocations, and micro-op lists shared wherever identical."""
+
+    def __init__(self) -> None:
+        self.insns: list[Insn] = []
+        self.relocs: list[Reloc] = []
+        self.uops: list[Uop] = []
+        self._lists: dict[tuple[Uop, ...], int] = {}
+
+    def add(self, insn: Insn, region: str | None = None) -> None:
+        if region:
+            self.relocs.append(Reloc(len(self.insns), "dram_base", region))
+        self.insns.append(insn)
+
+    def uop_range(self, uops: list[Uop]) -> dict[str, int]:
+        start = self._lists.setdefault(tuple(uops), len(self.uops))
+        if start == len(self.uops):
+            self.uops.extend(uops)
+        return {"uop_bgn": start, "uop_end": start + len(uops)}
+
+    def requant(self, stages: Sequence[Stage], loops: dict[str, int], acc: int, tmp: int, round_first: bool = False,
+                folded: bool = False, channel_rows: tuple[list[int], int] | None = None) -> None:
+        """Take the accumulator rows at `acc` (walked by `loops`) through the stages; the last op pushes to store.
+
+        `tmp`: scratch rows of the same layout, for rounding. `channel_rows` (a layer's first stage with
+        per-channel shifts): the shift rows and the increment row (1 where a channel rounds), indexed by output
+        channel block. `folded`: the bias already holds the first stage's h - 1."""
+        def at(dst: int, src: int | None = None, per_block: bool = False) -> dict[str, int]:
+            steps = {"src_factor_out": 1} if per_block else {} if src is None else \
+                {"src_factor_out": loops["dst_factor_out"], "src_factor_in": loops["dst_factor_in"]}
+            return loops | self.uop_range([Uop(dst, src or 0)]) | steps
+
+        def shr(base: int, shift: int, per_channel: bool) -> list[Alu]:
+            if per_channel:
+                return [Alu(alu_op=AluOp.SHR, **at(base, row, True)) for row in channel_rows[0]]
+            if shift < -16:
+                raise UserError(f"a left shift of {-shift} bits: VTA's shifter takes at most 16")
+            return [Alu(alu_op=AluOp.SHR, use_imm=True, imm=min(s, _SHR_STEP), **at(base))
+                    for s in (range(shift, 0, -_SHR_STEP) if shift > 0 else [shift] if shift else [])]
+
+        ops: list[Insn] = []
+        for n, (shift, relu) in enumerate(stages):
+            per_channel = n == 0 and channel_rows is not None
+            if (n or round_first) and (per_channel or shift > 0):
+                if not (n == 0 and folded) and shift > 1:
+                    if shift > _SHR_STEP:
+                        raise UserError(f"a rounding shift of {shift} bits: VTA's 16-bit immediate holds at most 15")
+                    ops.append(Alu(alu_op=AluOp.ADD, use_imm=True, imm=(1 << shift - 1) - 1, **at(acc)))
+                ops += [Gemm(reset=True, **at(tmp)), Alu(alu_op=AluOp.ADD, **at(tmp, acc)),
+                        Alu(alu_op=AluOp.ADD, **at(tmp, channel_rows[1], True)) if per_channel else
+                        Alu(alu_op=AluOp.ADD, use_imm=True, imm=1, **at(tmp))]
+                ops += shr(tmp, shift, True) + [Alu(alu_op=AluOp.SHR, use_imm=True, imm=1, **at(tmp))] \
+                    if per_channel else shr(tmp, shift + 1, False)
+                ops.append(Alu(alu_op=AluOp.SHR, use_imm=True, imm=-1, **at(tmp)))
+                ops += shr(acc, shift, per_channel) + [Alu(alu_op=AluOp.MAX, **at(acc, tmp))]
+            else:
+                ops += shr(acc, shift, per_channel)
+            ops += [Alu(alu_op=AluOp.MAX, use_imm=True, imm=0 if relu else INT8_MIN, **at(acc)),
+                    Alu(alu_op=AluOp.MIN, use_imm=True, imm=INT8_MAX, **at(acc))]
+        for op in ops[:-1]:
+            self.add(op)
+        self.add(replace(ops[-1], push_next=True))
 
 
 def reference_conv2d(x_q: np.ndarray, w_q: np.ndarray, bias: np.ndarray, stride: int = 1, pad: int = 0,
-                     shift: int = 0, relu: bool = False) -> np.ndarray:
+                     shift: int = 0, relu: bool = False, then: Sequence[Stage] = (),
+                     round_first: bool = False) -> np.ndarray:
     """NCHW int8 (N = 1) -> NCHW int8 with the exact integer semantics of the compiled program."""
     x = np.pad(x_q[0].astype(np.int64), ((0, 0), (pad, pad), (pad, pad)))
     windows = sliding_window_view(x, w_q.shape[2:], axis=(1, 2))[:, ::stride, ::stride]
     acc = np.einsum("chwij,ocij->ohw", windows, w_q.astype(np.int64)) + bias.astype(np.int64)[:, None, None]
-    return _requantize(acc, shift, relu)[None]
+    return _requantize(acc, np.reshape(shift, (-1, 1, 1)) if np.ndim(shift) else shift, relu, then, round_first)[None]
 
 
 def reference_dense(x_q: np.ndarray, w_q: np.ndarray, bias: np.ndarray, shift: int = 0,
-                    relu: bool = False) -> np.ndarray:
+                    relu: bool = False, then: Sequence[Stage] = (), round_first: bool = False) -> np.ndarray:
     """(1, C) int8 x (O, C) int8 -> (1, O) int8, as `reference_conv2d` on a 1x1 image."""
-    return _requantize(x_q.astype(np.int64) @ w_q.astype(np.int64).T + bias.astype(np.int64), shift, relu)
+    return _requantize(x_q.astype(np.int64) @ w_q.astype(np.int64).T + bias.astype(np.int64), shift, relu, then,
+                       round_first)
 
 
 # -- lowering -------------------------------------------------------------------------------------------------
 
 def lower_conv2d(w_q: np.ndarray, bias: np.ndarray, in_hw: tuple[int, int], stride: int = 1, pad: int = 0,
-                 shift: int = 0, relu: bool = False, config: VTAConfig = VTAConfig()) -> Program:
+                 shift: int = 0, relu: bool = False, config: VTAConfig = VTAConfig(),
+                 then: Sequence[Stage] = (), round_first: bool = False) -> Program:
     """Compile y = requantize(conv2d(x, w_q, stride, pad) + bias) for an int8 NCHW input of spatial size in_hw."""
     if w_q.ndim != 4:
         raise UserError(f"conv2d weights must be OIHW, got shape {w_q.shape}")
@@ -231,35 +329,50 @@ def lower_conv2d(w_q: np.ndarray, bias: np.ndarray, in_hw: tuple[int, int], stri
     g = _Geom(c, *in_hw, o, kh, kw, stride, pad, blocks(c, config.block_in), blocks(o, config.block_out))
     if g.oh < 1 or g.ow < 1:
         raise UserError(f"conv2d of a {in_hw} input with a {kh}x{kw} kernel and padding {pad} has no output")
-    return _lower(g, w_q, bias, shift, relu, config, (1, c, *in_hw), (1, o, g.oh, g.ow))
+    return _lower(g, w_q, bias, [(shift, relu), *then], config, (1, c, *in_hw), (1, o, g.oh, g.ow), round_first)
 
 
 def lower_dense(w_q: np.ndarray, bias: np.ndarray, shift: int = 0, relu: bool = False,
-                config: VTAConfig = VTAConfig()) -> Program:
+                config: VTAConfig = VTAConfig(), then: Sequence[Stage] = (), round_first: bool = False) -> Program:
     """Compile y = requantize(x @ w_q.T + bias) for an int8 (1, C) input: a 1x1 conv on a 1x1 image."""
     if w_q.ndim != 2:
         raise UserError(f"dense weights must be (out, in), got shape {w_q.shape}")
     o, c = w_q.shape
     g = _Geom(c, 1, 1, o, 1, 1, 1, 0, blocks(c, config.block_in), blocks(o, config.block_out))
-    return _lower(g, w_q.reshape(o, c, 1, 1), bias, shift, relu, config, (1, c), (1, o))
+    return _lower(g, w_q.reshape(o, c, 1, 1), bias, [(shift, relu), *then], config, (1, c), (1, o), round_first)
 
 
-def _lower(g: _Geom, w_q: np.ndarray, bias: np.ndarray, shift: int, relu: bool, config: VTAConfig,
-           in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Program:
+def _lower(g: _Geom, w_q: np.ndarray, bias: np.ndarray, stages: list[Stage], config: VTAConfig,
+           in_shape: tuple[int, ...], out_shape: tuple[int, ...], round_first: bool) -> Program:
     if w_q.dtype != np.int8:
         raise UserError(f"weights must be int8 (quantized), got {w_q.dtype}")
     if bias.dtype != np.int32 or bias.shape != (g.o,):
         raise UserError(f"bias must be int32 of shape ({g.o},), got {bias.dtype} {bias.shape}")
-    if not 0 <= shift <= MAX_SHIFT:
-        raise UserError(f"requantization shift {shift}: must be in 0..{MAX_SHIFT}")
+    shift = np.broadcast_to(np.asarray(stages[0][0], np.int64), (g.o,))
+    if shift.min() < 0 or shift.max() > MAX_SHIFT:
+        raise UserError(f"requantization shift {shift.min()}..{shift.max()}: must be in 0..{MAX_SHIFT}")
+    # Per-channel shifts are accumulator rows (ALU SHR by a register operand), at most 15 bits per row.
+    per_channel = len(set(shift.tolist())) > 1
+    shift_rows = [np.minimum(np.maximum(shift - k, 0), _SHR_STEP).astype(np.int32)
+                  for k in range(0, int(shift.max()), _SHR_STEP)] if per_channel else []
+    rounds = bool(round_first and shift.max() > 0)
+    if rounds:  # h - 1 of round half to even rides on the bias; the increment row adds 1 where a channel rounds
+        bias = (bias.astype(np.int64) + np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)) - 1, 0)
+                ).astype(np.int32)
+    inc_rows = [(shift > 0).astype(np.int32)] if rounds and per_channel else []
+    stages = [(0 if per_channel else int(shift[0]), stages[0][1]), *stages[1:]]
+    scratch = bool(rounds or any(np.any(np.asarray(s) > 0) for s, _ in stages[1:]))
     if config.batch != 1:
         raise UserError(f"VTA configuration {config.bitstream}: lowering supports batch 1 only")
-    tiling = _plan(g, config)
-    e = _Emitter(g, tiling)
-    e.emit(shift, relu)
-    consts = {"wgt": pack_weights(w_q, config.block_out, config.block_in), "bias": pack_bias(bias, config.block_out)}
-    return Program(config, e.insns, e.uops, e.relocs, consts, in_shape, out_shape,
-                   g.o * g.c * g.kh * g.kw * g.oh * g.ow, tiling, g)
+    const_rows = [bias, *shift_rows, *inc_rows]
+    tiling = _plan(g, config, len(const_rows), scratch)
+    e = _Emitter(g, tiling, scratch)
+    e.emit(stages, len(shift_rows), round_first, rounds)
+    consts = {"wgt": pack_weights(w_q, config.block_out, config.block_in),
+              "bias": np.concatenate([pack_bias(r, config.block_out) for r in const_rows])}
+    packed = {"inp": (1, g.cb, g.h, g.w, 1, config.block_in), "out": (1, g.ob, g.oh, g.ow, 1, config.block_out)}
+    return Program(config, e.insns, e.uops, e.relocs, consts, {"inp": in_shape}, out_shape,
+                   g.o * g.c * g.kh * g.kw * g.oh * g.ow, tiling, packed)
 
 
 def _gemm_mode(ob: int, rows: int, cols: int) -> str:
@@ -278,7 +391,7 @@ def _tails(n: int, t: int) -> set[int]:
     return {t, n - (-(-n // t) - 1) * t}
 
 
-def _plan(g: _Geom, config: VTAConfig) -> Tiling:
+def _plan(g: _Geom, config: VTAConfig, const_sets: int = 1, scratch: bool = False) -> Tiling:
     """The tiling with the least DRAM traffic (plus a cost per instruction) that fits every buffer twice."""
     depth, eb, kk = config.depth, config.elem_bytes, g.kh * g.kw
     best: tuple[float, Tiling] | None = None
@@ -287,11 +400,11 @@ def _plan(g: _Geom, config: VTAConfig) -> Tiling:
             if 2 * tob * tcb * kk > depth["wgt"]:
                 break
             for th in _sizes(g.oh):
-                if 2 * tcb * g.span(th, g.kh) * g.kw > depth["inp"] or 2 * max(tob * th, 2) + g.ob > depth["acc"]:
+                if 2 * tcb * g.span(th, g.kh) * g.kw > depth["inp"] or (2 + scratch) * max(tob * th, 2) + g.ob * const_sets > depth["acc"]:
                     break
                 for tw in _sizes(g.ow):
                     ih, iw = g.span(th, g.kh), g.span(tw, g.kw)
-                    if 2 * tcb * ih * iw > depth["inp"] or 2 * max(tob * th * tw, 2) + g.ob > depth["acc"]:
+                    if 2 * tcb * ih * iw > depth["inp"] or (2 + scratch) * max(tob * th * tw, 2) + g.ob * const_sets > depth["acc"]:
                         break
                     n_ob, n_y, n_x, n_cb = (-(-full // t) for full, t in
                                             ((g.ob, tob), (g.oh, th), (g.ow, tw), (g.cb, tcb)))
@@ -303,7 +416,7 @@ def _plan(g: _Geom, config: VTAConfig) -> Tiling:
                     most = 2 if n_cb == 1 else tiles
                     cost, ob_outer = min((fixed + inp * n_ob + wgt * min(most, n_y * n_x), True),
                                          (fixed + inp * min(most, n_ob) + wgt * n_y * n_x, False))
-                    if (best is None or cost < best[0]) and _uop_bound(g, (tob, th, tw, tcb), n_ob) <= depth["uop"]:
+                    if (best is None or cost < best[0]) and _uop_bound(g, (tob, th, tw, tcb), n_ob, const_sets) <= depth["uop"]:
                         best = cost, Tiling(tob, th, tw, tcb, tiles, tiles * n_cb, ob_outer)
     if best is None:
         raise UserError(f"a {g.kh}x{g.kw} kernel over {g.ob} output channel blocks does not fit the VTA buffers "
@@ -311,46 +424,35 @@ def _plan(g: _Geom, config: VTAConfig) -> Tiling:
     return best[1]
 
 
-def _uop_bound(g: _Geom, tile: tuple[int, int, int, int], ob_tiles: int) -> int:
-    """Micro-ops the program can need: a GEMM list per tile shape and per slot pair, plus the ALU lists."""
+def _uop_bound(g: _Geom, tile: tuple[int, int, int, int], ob_tiles: int, const_sets: int = 1) -> int:
+    """Micro-ops the program can need: a GEMM list per tile shape and per slot pair, plus the ALU lists (per slot:
+    whole-tile lists, and per output block one per constant row set, read into the rows and the scratch rows)."""
     tob, th, tw, tcb = tile
-    kk, total = g.kh * g.kw, 4 + 2 * ob_tiles
+    kk, total = g.kh * g.kw, 12 + 4 * ob_tiles * const_sets
     for ob, rows, cols, cb in product(_tails(g.ob, tob), _tails(g.oh, th), _tails(g.ow, tw), _tails(g.cb, tcb)):
         mode = _gemm_mode(ob, rows, cols)
         total += 4 * kk * (ob * cols if mode == "y" else ob * rows if mode == "x" else cb)
     return total
 
 
-class _Emitter:
-    """Builds the instruction stream, its relocations, and micro-op lists shared wherever they are identical."""
+class _Emitter(Stream):
+    """A conv/dense layer's stream: two slots per buffer, scratch rows for rounding, then constant rows."""
 
-    def __init__(self, g: _Geom, t: Tiling) -> None:
+    def __init__(self, g: _Geom, t: Tiling, scratch: bool) -> None:
+        super().__init__()
         self.g, self.t = g, t
         self.kk = g.kh * g.kw
         self.acc_rows = t.rows * t.cols  # per output channel block of a tile
         self.acc_slot = max(t.ob * self.acc_rows, 2)
-        self.bias_base = 2 * self.acc_slot
+        self.tmp = 2 * self.acc_slot
+        self.bias_base = (2 + scratch) * self.acc_slot
         self.plane = g.span(t.rows, g.kh) * g.span(t.cols, g.kw)  # one input channel block of a tile
         self.inp_slot, self.wgt_slot = t.cb * self.plane, t.ob * t.cb * self.kk
-        self.insns: list[Insn] = []
-        self.relocs: list[Reloc] = []
-        self.uops: list[Uop] = []
-        self._lists: dict[tuple[Uop, ...], int] = {}
         self._gemms: dict[tuple[int, ...], Gemm] = {}
 
-    def add(self, insn: Insn, region: str | None = None) -> None:
-        if region:
-            self.relocs.append(Reloc(len(self.insns), "dram_base", region))
-        self.insns.append(insn)
-
-    def uop_range(self, uops: list[Uop]) -> dict[str, int]:
-        start = self._lists.setdefault(tuple(uops), len(self.uops))
-        if start == len(self.uops):
-            self.uops.extend(uops)
-        return {"uop_bgn": start, "uop_end": start + len(uops)}
-
-    def emit(self, shift: int, relu: bool) -> None:
+    def emit(self, stages: Sequence[Stage], shift_rows: int, round_first: bool, folded: bool) -> None:
         g, t = self.g, self.t
+        const_sets = 1 + shift_rows + (folded and shift_rows > 0)  # bias, shift rows, increment row
         self.insns = [Finish(), Finish()]  # the micro-op and bias loads, once the micro-ops are known
         obs = [(ob0, min(t.ob, g.ob - ob0)) for ob0 in range(0, g.ob, t.ob)]
         spatial = [(y0, min(t.rows, g.oh - y0), x0, min(t.cols, g.ow - x0))
@@ -389,10 +491,9 @@ class _Emitter:
                 self.add(Alu(alu_op=AluOp.ADD, **self.uop_range([Uop(acc, acc + 1)])))
             self.add(Alu(alu_op=AluOp.ADD, **rows | self.uop_range([Uop(acc, self.bias_base + ob0)]),
                          src_factor_out=1))
-            for s in range(shift, 0, -_SHR_STEP):
-                self.add(Alu(alu_op=AluOp.SHR, use_imm=True, imm=min(s, _SHR_STEP), **rows))
-            self.add(Alu(alu_op=AluOp.MAX, use_imm=True, imm=0 if relu else INT8_MIN, **rows))
-            self.add(Alu(alu_op=AluOp.MIN, use_imm=True, imm=INT8_MAX, **rows, push_next=True))
+            rows_of = [self.bias_base + j * g.ob + ob0 for j in range(1, 2 + shift_rows)]  # shifts, increments
+            self.requant(stages, {k: v for k, v in rows.items() if not k.startswith("uop")}, acc, self.tmp,
+                         round_first, folded, (rows_of[:-1], rows_of[-1]) if shift_rows else None)
             for ob in range(tob):
                 self.add(Store(mem_type=MemType.OUT, sram_base=acc + ob * self.acc_rows,
                                dram_base=((ob0 + ob) * g.oh + y0) * g.ow + x0, y_size=th, x_size=tw, x_stride=g.ow,
@@ -401,8 +502,8 @@ class _Emitter:
         self.add(Finish(pop_next=True))
         self.insns[0] = Load(mem_type=MemType.UOP, sram_base=0, dram_base=0, y_size=1, x_size=len(self.uops),
                              x_stride=len(self.uops))
-        self.insns[1] = Load(mem_type=MemType.ACC, sram_base=self.bias_base, dram_base=0, y_size=1, x_size=g.ob,
-                             x_stride=g.ob)
+        self.insns[1] = Load(mem_type=MemType.ACC, sram_base=self.bias_base, dram_base=0, y_size=1,
+                             x_size=g.ob * const_sets, x_stride=g.ob * const_sets)
         self.relocs[:0] = [Reloc(0, "dram_base", "uop"), Reloc(1, "dram_base", "bias")]
 
     def inp_loads(self, slot: int, y0: int, th: int, x0: int, tw: int, cb0: int,

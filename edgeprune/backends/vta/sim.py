@@ -11,6 +11,10 @@ Races are found with vector clocks: an instruction's clock counts, per queue, th
 have completed before it starts (program order within its queue, plus the pusher of every token it
 pops). Since each token FIFO has one producer and one consumer, the queues form a Kahn network: the
 result, a deadlock, and the happens-before order do not depend on the order we pick to run them in.
+
+The same walk gives a timing estimate (`Counters.cycles`): each instruction starts when its queue is free and
+every token it pops has been pushed, and lasts as `_CYCLES` says; the finish time of the last one is the
+critical path through the three queues, so double buffering that overlaps shows as overlap, a stall as a stall.
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ _SHIFT_RANGE = range(-16, 16)  # the hardware reads 5 bits of a shift amount
 # Who last wrote each accumulator row, for the rule that STORE reads rows an ALU op wrote last.
 _NONE, _LOADED, _GEMM, _ALU = range(4)
 _WRITER = {_NONE: "nothing", _LOADED: "LOAD ACC", _GEMM: "GEMM"}
+AXI_BYTES_PER_CYCLE = 8  # one 64-bit AXI beat per cycle on every memory port of the Pynq/Ultra96 designs
+ISSUE_CYCLES = 4  # to fetch (16 B at 8 B per cycle), decode and dispatch one instruction
 
 
 def _shr(x: np.ndarray, y: np.ndarray | int) -> np.ndarray:
@@ -44,6 +50,21 @@ def _shr(x: np.ndarray, y: np.ndarray | int) -> np.ndarray:
 # int64 in, wrapped to int32 by the caller, as int32 C arithmetic wraps on the board and upstream.
 _ALU_OPS: dict[AluOp, Callable[[np.ndarray, np.ndarray | int], np.ndarray]] = {
     AluOp.MIN: np.minimum, AluOp.MAX: np.maximum, AluOp.ADD: np.add, AluOp.SHR: _shr, AluOp.MUL: np.multiply}
+
+
+def _transfer_cycles(insn: Load | Store, config: VTAConfig) -> int:
+    """A LOAD writes its whole padded image into SRAM; a STORE moves its rows; both at one AXI beat per cycle."""
+    elements = (insn.y_pad_0 + insn.y_size + insn.y_pad_1) * (insn.x_pad_0 + insn.x_size + insn.x_pad_1) \
+        if insn.x_size else 0
+    return -(-elements * config.elem_bytes[_BUFFER[insn.mem_type]] // AXI_BYTES_PER_CYCLE)
+
+
+# Cycles each instruction takes once it starts: transfers by the bytes they move, GEMM and ALU one cycle per
+# micro-op iteration (the HLS pipelines' initiation interval of 1).
+_CYCLES: dict[type, Callable[..., int]] = {
+    Load: _transfer_cycles, Store: _transfer_cycles, Finish: lambda insn, config: 0,
+    Gemm: lambda insn, config: insn.iter_out * insn.iter_in * max(insn.uop_end - insn.uop_bgn, 0),
+    Alu: lambda insn, config: insn.iter_out * insn.iter_in * max(insn.uop_end - insn.uop_bgn, 0)}
 
 
 class DeadlockError(ProgramError):
@@ -99,6 +120,7 @@ class Counters:
     bytes_loaded: dict[str, int] = field(default_factory=lambda: {b: 0 for b in _TRACKED})
     bytes_stored: int = 0
     high_water: dict[str, int] = field(default_factory=lambda: {b: 0 for b in _TRACKED})  # elements used
+    cycles: int = 0  # estimated: the critical path through the queues and their tokens (module docstring)
 
 
 @dataclass
@@ -188,10 +210,11 @@ class Simulator:
         self._insns, self._lints, self._counters = insns, [], Counters()
         self._access = {b: _Access.empty(self.config.depth[b]) for b in _TRACKED}
         self._queues = self._dispatch(insns)
-        fifos: dict[tuple[str, str], deque[tuple[int, tuple[int, ...]]]] = {
+        fifos: dict[tuple[str, str], deque[tuple[int, tuple[int, ...], int]]] = {
             (a, b): deque() for a, (p, n) in _NEIGHBOURS.items() for b in (p, n) if b}
         heads = dict.fromkeys(QUEUES, 0)
         clocks = dict.fromkeys(QUEUES, (0,) * len(QUEUES))
+        free = dict.fromkeys(QUEUES, 0)  # cycle at which each queue's last instruction ends
         progress = True
         while progress:
             progress = False
@@ -203,14 +226,18 @@ class Simulator:
                     if any(not fifos[f] for f in pops):
                         break
                     clock = tuple(heads[q] + 1 if k == qi else c for k, c in enumerate(clocks[q]))
+                    start = free[q]
                     for f in pops:
-                        clock = tuple(map(max, clock, fifos[f].popleft()[1]))
+                        _, pushed_clock, pushed_at = fifos[f].popleft()
+                        clock, start = tuple(map(max, clock, pushed_clock)), max(start, pushed_at)
                     self._counters.insns[insn.OPCODE.name] += 1
                     self._exec[type(insn)](insn, _Ctx(i, qi, heads[q], clock))
+                    free[q] = start + ISSUE_CYCLES + _CYCLES[type(insn)](insn, self.config)
                     for f in pushes:
-                        fifos[f].append((i, clock))
+                        fifos[f].append((i, clock, free[q]))
                     clocks[q], heads[q], progress = clock, heads[q] + 1, True
         self._check_end(heads, fifos)
+        self._counters.cycles = max(free.values())
         if portable and self._lints:
             raise PortabilityError(self._lints)
         return SimResult(self._counters, self._lints)
@@ -254,7 +281,7 @@ class Simulator:
                                 f"left to run will push one", blocked)
         for f, tokens in fifos.items():
             if tokens:
-                pushers = ", ".join(str(i) for i, _ in tokens)
+                pushers = ", ".join(str(t[0]) for t in tokens)
                 raise SyncError(f"{len(tokens)} {'->'.join(f)} token(s) never popped (pushed by insn {pushers}): "
                                 f"tokens must balance at the end", tokens[0][0])
 
