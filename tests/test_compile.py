@@ -78,3 +78,5 @@ def test_rpi4_bundle_is_reproducible(tmp_path, cli):
 def test_rpi_armv7_build(tmp_path):
     compile_model(EXAMPLE, "rpi-armv7", tmp_path / "b")
     assert _elf_machine(tmp_path / "b" / "model.so") == 40  # EM_ARM
+    readme = (tmp_path / "b" / "README-device.md").read_text()  # no armv7 wheel: how to build the runtime there
+    assert "--target tvm_runtime" in readme and "TVM_LIBRARY_PATH" in readme and "apache-tvm-ffi==0.1.14.post0" in readme

@@ -137,3 +137,58 @@ def test_rules_fire(host, monkeypatch):
         assert "T.parallel" in text, (gvar.name_hint, kind)
         if kind in ("conv2d", "matmul"):
             assert "T.vectorized" in text and "meta_schedule.layout_rewrite_preproc" in text, gvar.name_hint
+
+
+INT8_CASES = ["conv3x3-odd-channels", "conv-stride2-no-bias", "depthwise-mobilenet", "conv1x1-downsample-residual",
+              "grouped-conv", "pool-gemm-head", "gemm-batch"]
+
+
+def _quantized(name: str):
+    from edgeprune.graph import canonicalize
+    from edgeprune.quant.quantize import quantize
+
+    shape, layers = CASES[name]
+    model = canonicalize(_chain(shape, layers))
+    rng = np.random.default_rng(2)
+    return quantize(model, [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(8)]), shape
+
+
+@pytest.mark.parametrize("name", INT8_CASES)
+def test_scheduled_int8_build_is_bit_exact(host, name, monkeypatch):
+    """The integer kernels go through the same tiles (int32 accumulators in the float32 lanes' place) and
+    stay bit-exact to onnxruntime running the QDQ graph as written."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from edgeprune.compile.schedules import common
+
+    monkeypatch.setattr(common, "PARALLEL_MIN_WORK", 0)
+    model, shape = _quantized(name)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    vm = relax.VirtualMachine(build(model, host), tvm.cpu())
+    for seed in range(3):
+        x = np.random.default_rng(10 + seed).standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), sess.run(None, {"x": x})[0])
+
+
+def test_int8_rules_fire(host):
+    """int16 x int8 -> int32 convs and dense layers are classified like their float twins and get vector tiles
+    over int8 weights repacked at compile time."""
+    import tvm
+    from tvm import relax, s_tir
+
+    from edgeprune.compile.schedules import classify, machine_for, schedule_module
+
+    stages = [*relax.backend.cpu_generic.legalize_passes(host.tvm_target()), relax.transform.AttachAttrLayoutFreeBuffers()]
+    for case, want in (("conv3x3-even", ["conv2d", "conv2d"]), ("pool-gemm-head", ["matmul"])):
+        with host.tvm_target():
+            mod = tvm.transform.Sequential(stages)(import_onnx(_quantized(case)[0]))
+        integer = {g: f for g, f in mod.functions.items() if "right_shift" in g.name_hint}  # the requantization
+        assert sorted(classify(s_tir.Schedule(f)).kind for f in integer.values()) == want, case
+        scheduled = schedule_module(mod, machine_for(host))
+        for gvar in integer:
+            text = scheduled[gvar].script()
+            assert "T.vectorized" in text and "meta_schedule.layout_rewrite_preproc" in text and '"int8"' in text

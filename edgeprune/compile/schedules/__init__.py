@@ -34,8 +34,8 @@ RULES: dict[str, Rule] = {
 def schedule_module(mod: tvm.IRModule, machine: Machine) -> tvm.IRModule:
     """Apply the rule table to every PrimFunc of a legalized, fused module."""
     for gvar, func in list(mod.functions.items()):
-        if not isinstance(func, tirx.PrimFunc):
-            continue
+        if not isinstance(func, tirx.PrimFunc) or func.attrs and func.attrs.get("tirx.is_scheduled"):
+            continue  # a tuned schedule from a MetaSchedule database is kept
         sch = s_tir.Schedule(func)
         anchor = classify(sch)
         rule = RULES.get(anchor.kind)
@@ -49,14 +49,30 @@ def schedule_module(mod: tvm.IRModule, machine: Machine) -> tvm.IRModule:
     return mod
 
 
+def prepare_passes(target: Target) -> list[tvm.transform.Pass]:
+    """From a Relax model to the fused, legalized PrimFuncs the rules (and MetaSchedule tuning) work on."""
+    from tvm.relax.backend.cpu_generic import pipeline as stages  # the package hides dataflow_lower_passes
+
+    tvm_target = target.tvm_target()
+    return [
+        *stages.library_dispatch_passes(tvm_target),
+        pad_conv_channels(machine_for(target).lanes),
+        *stages.legalize_passes(tvm_target),
+        relax.transform.AttachAttrLayoutFreeBuffers(),
+    ]
+
+
 def pipeline(target: Target) -> tvm.transform.Pass | str:
     """The Relax pipeline for an edgeprune Target: TVM's CPU passes with our schedules after fusion.
 
-    LLVM targets only: a C target is a microcontroller, where threads and wide vectors do not exist.
+    When a MetaSchedule database is current (`with database:`, see compile/tune.py), its tuned
+    schedules replace the rules for the kernels it holds. LLVM targets only: a C target is a
+    microcontroller, where threads and wide vectors do not exist.
     """
     if target.tvm.get("kind") != "llvm":
         return "default"
-    from tvm.relax.backend.cpu_generic import pipeline as stages  # the package hides dataflow_lower_passes
+    from tvm.relax.backend.cpu_generic import pipeline as stages
+    from tvm.s_tir import meta_schedule as ms
 
     tvm_target = target.tvm_target()
     machine = machine_for(target)
@@ -65,11 +81,11 @@ def pipeline(target: Target) -> tvm.transform.Pass | str:
     def schedule(mod, _ctx):
         return schedule_module(mod, machine)
 
+    with tvm_target:  # the pass takes its target when it is made
+        tuned = [relax.transform.MetaScheduleApplyDatabase()] if ms.database.Database.current() is not None else []
     passes = [
-        *stages.library_dispatch_passes(tvm_target),
-        pad_conv_channels(machine.lanes),
-        *stages.legalize_passes(tvm_target),
-        relax.transform.AttachAttrLayoutFreeBuffers(),
+        *prepare_passes(target),
+        *tuned,
         schedule,
         relax.transform.SplitLayoutRewritePreproc(),
         relax.transform.FoldConstant(),

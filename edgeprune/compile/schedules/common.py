@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import tvm
-from tvm import s_tir
+from tvm import s_tir, tirx
 
 PREPACK = "meta_schedule.layout_rewrite_preproc"  # the mark relax.transform.SplitLayoutRewritePreproc looks for
 # Below this many block iterations (~0.2 ms on one core) a kernel runs on one thread: every parallel
@@ -32,7 +32,7 @@ def prepack(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, read: int, inde
     if not any(func.params[i].same_as(buffer) for i in free):
         return False
     copy = sch.cache_read(block, read, "global")
-    sch.transform_layout(block, ("read", read), index_map, pad_value=0.0 if pad else None)
+    sch.transform_layout(block, ("read", read), index_map, pad_value=tirx.const(0, buffer.dtype) if pad else None)
     sch.annotate(copy, PREPACK, True)
     return True
 

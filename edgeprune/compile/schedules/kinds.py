@@ -3,7 +3,9 @@
 The anchor is the one reduction block a fused function is built around; its store tells the kind:
 a multiply-accumulate over a 4-d output whose weight is read as W[f, r, r, r] is a convolution, over a
 2-d output a matmul; an accumulation without a product (sum, max) is pooling. No reduction at all is
-an elementwise tail. Only float32 reductions get a kind other than 'other'.
+an elementwise tail. Integer kernels from the int8 lowering read their operands through widening
+casts (int32(x_int16) * int32(w_int8)); the casts are looked through. Only float32 and int32
+accumulators (32-bit lanes, what the tiles assume) get a kind other than 'other'.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import tvm
 from tvm import s_tir, tirx
 
 DATA_PAR, REDUCE = 0, 2  # tirx.IterVar kinds
+ACCUMULATORS = ("float32", "int32")
 
 
 @dataclass(frozen=True)
@@ -39,20 +42,25 @@ def _is_var(expr: tirx.PrimExpr, var: tirx.Var) -> bool:
     return isinstance(expr, tirx.Var) and expr.same_as(var)
 
 
+def _operand(expr: tirx.PrimExpr) -> tirx.PrimExpr:
+    """A product's operand without the widening cast the integer kernels put around their loads."""
+    return expr.value if isinstance(expr, tirx.Cast) else expr
+
+
 def _mac(store: tirx.BufferStore, block: s_tir.SBlock) -> tuple[str, tvm.ir.TensorLoad] | None:
     """(kind, weight) when the store is out += data * weight of a known shape."""
     terms = _terms(store)
     if not terms or not isinstance(store.value, tirx.Add) or not isinstance(terms[0], tirx.Mul):
         return None
-    mul = terms[0]
-    if not all(isinstance(x, tvm.ir.TensorLoad) for x in (mul.a, mul.b)):
+    a, b = _operand(terms[0].a), _operand(terms[0].b)
+    if not all(isinstance(x, tvm.ir.TensorLoad) for x in (a, b)):
         return None
     spatial = [iv.var for iv in block.iter_vars if iv.iter_type == DATA_PAR]
     reduce = [iv.var for iv in block.iter_vars if iv.iter_type == REDUCE]
     out = list(store.indices)
     if not all(any(_is_var(i, v) for v in spatial) for i in out):
         return None
-    for data, weight in ((mul.a, mul.b), (mul.b, mul.a)):
+    for data, weight in ((a, b), (b, a)):
         w = list(weight.indices)
         if len(out) == 4 and len(w) == 4 and len(data.indices) == 4 and len(reduce) == 3 \
                 and _is_var(w[0], out[1]) and all(_is_var(i, r) for i, r in zip(w[1:], reduce)):
@@ -75,7 +83,7 @@ def classify(sch: s_tir.Schedule) -> Anchor:
         return Anchor("other", anchors[0])
     block = sch.get(anchors[0])
     store = block.body
-    if not isinstance(store, tirx.BufferStore) or str(store.value.ty) != "float32":  # tiles assume fp32 lanes
+    if not isinstance(store, tirx.BufferStore) or str(store.value.ty) not in ACCUMULATORS:
         return Anchor("other", anchors[0])
     mac = _mac(store, block)
     if mac:

@@ -1,0 +1,114 @@
+"""MetaSchedule tuning: a database in the bundle, re-applied from the cache or --tune-db with no new trials,
+and kernels measured on boards reached through a tracker."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import conv_model
+from edgeprune.backends.host import run_library
+from edgeprune.compile.tune import FILES, FOLDER, TuneOptions, extract_tasks
+from edgeprune.errors import UserError
+from edgeprune.graph import random_inputs
+from test_profile import _free_port, _wait_port
+
+pytestmark = pytest.mark.slow  # MetaSchedule's first use imports every tensor intrinsic (a minute under load)
+
+
+@pytest.fixture
+def model(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "conv.onnx"
+    onnx.save(conv_model(), path)
+    return path
+
+
+def test_tasks_are_the_kernels_worth_tuning(model):
+    from edgeprune.compile.tvm_build import import_onnx
+    from edgeprune.targets import load_target
+
+    tasks = extract_tasks(import_onnx(onnx.load(model)), load_target("host"))
+    names = [name for name, _, _ in tasks]
+    assert len(names) == 3 and all(any(op in n for n in names) for op in ("conv2d", "matmul", "mean")), names
+
+
+def test_tuned_database_is_reapplied(model, tmp_path, cli):
+    code, out, err = cli("compile", model, "--target", "host", "-o", tmp_path / "tuned", "--tune-trials", "2", "--json")
+    assert code == 0, err
+    tuning = json.loads(out)["build"]["tuning"]
+    assert tuning["from"] == "new" and tuning["tuned"]["measured"] == "local" and tuning["tuned"]["tasks"] == 3
+    assert 1 <= tuning["tuned"]["trials"] <= 2 and tuning["records"] == tuning["tuned"]["trials"]
+    assert tuning["tuned"]["failed"] == 0
+    assert all((tmp_path / "tuned" / FOLDER / name).is_file() for name in FILES)
+    library = (tmp_path / "tuned" / "model.so").read_bytes()
+
+    # the same model and target again: the cached database applies, nothing is tuned, the library is the same
+    code, out, err = cli("compile", model, "--target", "host", "-o", tmp_path / "again", "--json")
+    assert code == 0, err
+    again = json.loads(out)["build"]["tuning"]
+    assert again["from"] == "cache" and "tuned" not in again and again["records"] == tuning["records"]
+    assert (tmp_path / "again" / "model.so").read_bytes() == library
+
+    # no cache: the default schedules make another library; --tune-db brings the tuned one back
+    code, _, err = cli("compile", model, "--target", "host", "-o", tmp_path / "default", "--json")
+    assert code == 0, err
+    for name in FILES:
+        (tmp_path / "cache" / "tuning" / tuning["cache_key"] / name).unlink()
+    code, out, err = cli("compile", model, "--target", "host", "-o", tmp_path / "plain", "--json")
+    assert code == 0 and "tuning" not in json.loads(out)["build"], err
+    assert (tmp_path / "plain" / "model.so").read_bytes() != library
+    code, out, err = cli("compile", model, "--target", "host", "-o", tmp_path / "given", "--tune-db", tmp_path / "tuned",
+                         "--json")
+    assert code == 0 and json.loads(out)["build"]["tuning"]["from"] == str(tmp_path / "tuned"), err
+    assert (tmp_path / "given" / "model.so").read_bytes() == library
+    feeds = random_inputs(onnx.load(model), seed=5)
+    np.testing.assert_array_equal(run_library(tmp_path / "given" / "model.so", feeds, ["x"])[0],
+                                  run_library(tmp_path / "tuned" / "model.so", feeds, ["x"])[0])
+    code, _, err = cli("verify", tmp_path / "given")
+    assert code == 0, err
+
+
+def test_tuning_through_a_tracker_of_two_servers(model, tmp_path, cli):
+    tracker = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
+                               str(tracker), "--port-end", str(tracker + 1)], stderr=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL)]
+    try:
+        _wait_port(tracker, procs[0])
+        for _ in range(2):
+            port = _free_port()
+            procs.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port",
+                                           str(port), "--port-end", str(port + 1), "--tracker", f"127.0.0.1:{tracker}",
+                                           "--key", "edge"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL))
+            _wait_port(port, procs[-1])
+        time.sleep(2)  # the servers register with the tracker after they listen
+        code, out, err = cli("compile", model, "--target", "host", "-o", tmp_path / "b", "--tune-trials", "2",
+                             "--tracker", f"127.0.0.1:{tracker}", "--key", "edge", "--json")
+        assert code == 0, err
+        tuned = json.loads(out)["build"]["tuning"]["tuned"]
+        assert tuned["measured"] == f"tracker 127.0.0.1:{tracker} key edge" and tuned["trials"] >= 1
+        assert tuned["failed"] == 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_tuning_mistakes_are_one_line(model, tmp_path, cli):
+    code, _, err = cli("compile", model, "--target", "host", "-o", tmp_path / "b", "--rpc", "127.0.0.1:9")
+    assert code == 2 and "only with --tune" in err
+    code, _, err = cli("compile", model, "--target", "host", "-o", tmp_path / "b", "--tune-db", tmp_path)
+    assert code == 2 and "no MetaSchedule database" in err
+    code, _, err = cli("compile", model, "--target", "host", "-o", tmp_path / "b", "--tune", "--tracker", "127.0.0.1:9")
+    assert code == 2 and "needs --key" in err
+    code, _, err = cli("compile", model, "--target", "rpi4", "-o", tmp_path / "b", "--tune")
+    assert code == 2 and "--rpc" in err
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(UserError, match="tune.budget"):
+        TuneOptions.from_table({"budget": 3}, "recipe.toml")
