@@ -1,8 +1,9 @@
 """Structured (channel/filter) pruning of ONNX graphs from a channel dependency graph.
 
 rules.py: per-op coupling and rewrite rules (one table); depgraph.py: channel spaces, ties,
-groups and their trace; importance.py: criteria (one table); pruner.py: selection, the real
-removal, and the masked model that is its exactness oracle.
+groups and their trace; importance.py: criteria (one table; the data ones measure calibration
+samples); pruner.py: selection, the real removal, and the masked model that is its exactness
+oracle; reconstruct.py: recovery without training (least squares, BatchNorm re-estimation).
 """
 from edgeprune.prune.depgraph import DepGraph, Group, build, format_group
 from edgeprune.prune.importance import CRITERIA, importance

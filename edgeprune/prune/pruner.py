@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 from edgeprune.errors import UserError
 from edgeprune.graph.stats import totals
 from edgeprune.prune.depgraph import DepGraph, Group, build
-from edgeprune.prune.importance import CRITERIA, importance
+from edgeprune.prune.importance import CRITERIA, Samples, evidence_for, importance
 
 SCOPES = ("local", "global")
 
@@ -125,17 +125,20 @@ def _check_options(ratio, target_macs, target_params, scope, criterion, round_to
 
 def prune(model: onnx.ModelProto, ratio: float | None = None, target_macs: int | float | None = None,
           target_params: int | float | None = None, scope: str = "local", criterion: str = "l1", round_to: int = 1,
-          protect: tuple[str, ...] | list[str] = (), min_channels: int = 1) -> tuple[onnx.ModelProto, PruneReport]:
+          protect: tuple[str, ...] | list[str] = (), min_channels: int = 1,
+          samples: Samples | None = None) -> tuple[onnx.ModelProto, PruneReport]:
     """Remove channels by ratio, or by the smallest ratio that meets a MAC/parameter target.
 
     Targets are a fraction of the original when float in (0, 1], an absolute count when int.
+    `samples` (feeds of calibration inputs) are what the data criteria measure.
     """
     _check_options(ratio, target_macs, target_params, scope, criterion, round_to, min_channels)
     dg = build(model, protect)
     model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     before = totals(model)
     prunable = [g for g in dg.groups if not g.blocked]
-    scores = {g.id: importance(g, criterion) for g in prunable}
+    evidence = evidence_for(criterion, model, prunable, {s.tensor: s.axis for s in dg.spaces.values()}, samples)
+    scores = {g.id: importance(g, criterion, evidence) for g in prunable}
 
     def at(r: float) -> tuple[onnx.ModelProto, dict[int, np.ndarray], dict[str, list[int]]]:
         selection = _select(prunable, scores, r, scope, round_to, min_channels)

@@ -230,3 +230,56 @@ def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, removed: dic
     layers = [_Layer(model, n, removed.get(n.output[0], [])) for n in nodes]
     targets = _targets(original, model, layers, samples, rows, seed)
     return model, [_refit(model, layer, target, samples, ridge) for layer, target in zip(layers, targets)]
+
+
+@dataclass
+class BatchNormReport:
+    node: str
+    shift: float  # mean |change of the normalized mean| over channels, in units of the original std
+    scale: float  # mean |log of the change of std| over channels
+
+
+def _moments(model: onnx.ModelProto, samples: Samples, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (axis 1): mean and standard deviation of a tensor over the samples."""
+    n, total, square = 0, 0.0, 0.0
+    for values in _stream(model, samples, [name]):
+        x = np.moveaxis(values[name], 1, 0).reshape(values[name].shape[1], -1).astype(np.float64)
+        n, total, square = n + x.shape[1], total + x.sum(axis=1), square + (x ** 2).sum(axis=1)
+    mean = total / n
+    return mean, np.sqrt(np.maximum(square / n - mean ** 2, 0.0))
+
+
+def reestimate_batchnorm(original: onnx.ModelProto, pruned: onnx.ModelProto, removed: dict[str, list[int]],
+                         samples: Samples, limit: int = 512) -> tuple[onnx.ModelProto, list[BatchNormReport]]:
+    """Re-estimate every BatchNorm's mean/variance so its output keeps the original's statistics.
+
+    Pruning shifts what each BN normalizes; with the running statistics rewritten so that every
+    kept channel's output has the same mean and standard deviation on calibration data as in the
+    original model, the layers after it see the distribution they were trained on (a no-op when
+    nothing changed). BNs go in topological order, each on the already corrected ones before it.
+    """
+    model = onnx.ModelProto()
+    model.CopyFrom(pruned)
+    samples = samples[:limit]
+    inits = {i.name: i for i in model.graph.initializer}
+    reports = []
+    for node in [n for n in model.graph.node if n.op_type == "BatchNormalization"]:
+        mean_name, var_name = node.input[3], node.input[4]
+        if mean_name not in inits or var_name not in inits or _readers(model, mean_name) + _readers(model, var_name) != 2:
+            continue
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        mu_o, sd_o = _moments(original, samples, node.input[0])
+        kept = np.setdiff1d(np.arange(len(mu_o)), removed.get(node.output[0], []))
+        mu_o, sd_o = mu_o[kept], sd_o[kept]
+        mu_p, sd_p = _moments(model, samples, node.input[0])
+        mean = numpy_helper.to_array(inits[mean_name]).astype(np.float64)
+        var = numpy_helper.to_array(inits[var_name]).astype(np.float64)
+        ok = (sd_o > 1e-6 * (np.abs(mu_o) + 1)) & (sd_p > 0)
+        ratio = np.where(ok, sd_p / np.where(ok, sd_o, 1), 1.0)
+        new_mean = np.where(ok, mu_p - (mu_o - mean) * ratio, mean)
+        new_var = np.where(ok, np.maximum((var + eps) * ratio ** 2 - eps, 0.0), var)
+        for init, values in ((inits[mean_name], new_mean), (inits[var_name], new_var)):
+            init.CopyFrom(numpy_helper.from_array(values.astype(numpy_helper.to_array(init).dtype), init.name))
+        reports.append(BatchNormReport(node.name, float(np.mean(np.abs(new_mean - mean) / np.sqrt(var + eps))),
+                                       float(np.mean(np.abs(np.log(ratio))))))
+    return model, reports

@@ -574,6 +574,59 @@ def _per_channel_rewrite(node: gs.Node, g: "DepGraph") -> None:
             _slice_const(node, i, 0, kept)
 
 
+# --- Transpose, LayerNormalization, GroupNormalization -----------------------------------------
+
+def _transpose_couple(node: gs.Node, g: "DepGraph") -> None:
+    """The channel axis moves to where `perm` puts it (default: all axes reversed)."""
+    src = g.space(node.inputs[0])
+    if src is None:
+        return
+    perm = list(node.attrs.get("perm") or reversed(range(len(node.inputs[0].shape))))
+    _follow_axis(node, g, perm.index(src.axis), "")
+
+
+def _layer_norm_couple(node: gs.Node, g: "DepGraph") -> None:
+    """Statistics over the axes from `axis` on: channels before it pass; channels inside cannot go."""
+    src = g.space(node.inputs[0])
+    if src is None:
+        return
+    start = int(node.attrs.get("axis", -1)) % len(node.inputs[0].shape)
+    if any(o.outputs for o in node.outputs[1:]):
+        g.opaque(node, "mean/inverse-std outputs are used")
+        return
+    _follow_axis(node, g, src.axis if src.axis < start else None,
+                 "normalizes over the channel axis: removing channels would change every statistic")
+
+
+def _group_norm_couple(node: gs.Node, g: "DepGraph") -> None:
+    """Statistics per group of channels: a whole group goes or stays, so the others keep their numbers."""
+    src = g.space(node.inputs[0])
+    params = [_weight(node, g, i, shared_ok=True) for i in (1, 2)]
+    if src is None:
+        return
+    groups = int(node.attrs.get("num_groups", 0))
+    if src.axis != 1 or any(p is None for p in params) or groups < 1 or src.size % groups:
+        g.opaque(node, "scale/bias are not constants, or channels do not split into num_groups")
+        return
+    per = src.size // groups
+    _follow_axis(node, g, 1, "")
+    for k in range(groups):
+        g.tie(node.inputs[0], np.full(per - 1, k * per), node.inputs[0], k * per + np.arange(1, per))
+    index = None if params[0].shape[0] == src.size else np.arange(src.size) // per  # opset 18: per group
+    g.param(node, params[0], node.outputs[0], axis=0, role="scale", index=index)
+
+
+def _group_norm_rewrite(node: gs.Node, g: "DepGraph") -> None:
+    kept = g.kept(node.outputs[0])
+    if kept is None:
+        return
+    per = g.space(node.outputs[0]).size // int(node.attrs["num_groups"])
+    node.attrs["num_groups"] = len(kept) // per
+    per_channel = node.inputs[1].shape[0] == g.space(node.outputs[0]).size
+    for i in (1, 2):
+        _slice_const(node, i, 0, kept if per_channel else kept[::per] // per)
+
+
 UNARY_OPS = [
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "Tanh", "Erf", "Exp", "Log", "Sqrt",
     "Neg", "Abs", "Reciprocal", "Identity", "Dropout", "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish",
@@ -601,4 +654,7 @@ RULES: dict[str, Rule] = {
     **{op: Rule(_reduce_couple, _nothing) for op in ["ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum"]},
     "Squeeze": Rule(_squeeze_couple, _nothing),
     "Unsqueeze": Rule(_unsqueeze_couple, _nothing),
+    "Transpose": Rule(_transpose_couple, _nothing),
+    "LayerNormalization": Rule(_layer_norm_couple, _nothing),
+    "GroupNormalization": Rule(_group_norm_couple, _group_norm_rewrite),
 }

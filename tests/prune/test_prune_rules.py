@@ -15,7 +15,8 @@ def test_every_named_op_has_a_rule():
 
 
 def test_ops_that_mix_channels_have_none():
-    assert not {"Softmax", "Transpose", "LRN", "LayerNormalization", "GroupNormalization", "DepthToSpace"} & set(RULES)
+    """Transpose, LayerNormalization and GroupNormalization have rules that block only when channels mix."""
+    assert not {"Softmax", "LRN", "DepthToSpace"} & set(RULES)
 
 
 def test_report_adds_up():
