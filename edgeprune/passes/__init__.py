@@ -11,8 +11,10 @@ from edgeprune.passes.fold_batchnorm import FoldBatchNorm
 from edgeprune.passes.magnitude_prune import MagnitudePrune
 from edgeprune.passes.quantize import Quantize
 from edgeprune.passes.share_weights import ShareWeights
+from edgeprune.passes.prune_cycle import PruneCycle
 
-PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (Canonicalize, ChannelPrune, FoldBatchNorm, MagnitudePrune, Quantize, ShareWeights)}
+PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (Canonicalize, ChannelPrune, FoldBatchNorm, MagnitudePrune,
+                                                           PruneCycle, Quantize, ShareWeights)}
 
 
 def make_pass(name: str, options: dict[str, Any] | None = None, where: str = "recipe") -> Pass:

@@ -6,7 +6,7 @@ pruned layers still fill the vectors the schedules tile them into.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import onnx_graphsurgeon as gs
 
@@ -16,10 +16,8 @@ from edgeprune.passes.base import Pass
 
 
 def default_round_to(ctx: Context) -> int:
-    """Vector lanes of fp32 on the target's CPU; 1 when no target is known."""
-    if ctx.target is None:
-        return 1
-    return max(1, ctx.target.vector_bits // 32)
+    """The target's channel multiple (fp32 vector lanes on CPUs, 16 on VTA); 1 when no target is known."""
+    return ctx.target.channel_multiple if ctx.target is not None else 1
 
 
 @dataclass
@@ -36,23 +34,28 @@ class ChannelPrune(Pass):
     reconstruct: bool = False  # refit the layers reading pruned channels on the calibration data (least squares)
 
     def run(self, graph: gs.Graph, ctx: Context) -> gs.Graph:
-        from edgeprune.prune import prune
+        from edgeprune.prune import CRITERIA, prune
 
         if self.reconstruct and not ctx.calibrated:
             raise UserError("prune: reconstruct fits layers to the user's data: give calibration data (--calib)")
+        if self.criterion in CRITERIA and CRITERIA[self.criterion].data and not ctx.calibrated:
+            raise UserError(f"prune: criterion '{self.criterion}' ranks channels on the user's data: give calibration "
+                            "data (--calib)")
         source = gs.export_onnx(graph)
         pruned, report = prune(
             source, ratio=None if self.target_macs or self.target_params else self.ratio,
             target_macs=self.target_macs or None, target_params=self.target_params or None, scope=self.scope,
             criterion=self.criterion, round_to=self.round_to or default_round_to(ctx), protect=tuple(self.protect),
-            min_channels=self.min_channels)
+            min_channels=self.min_channels, samples=ctx.samples if ctx.calibrated else None)
         details = report.as_dict()
         details.pop("removed")  # channel indices per tensor: large, and the groups already say what went
         if self.reconstruct:
-            from edgeprune.prune.reconstruct import reconstruct
+            from edgeprune.prune.reconstruct import reconstruct, reestimate_batchnorm
 
             ctx.progress("prune: reconstruct the layers after pruned channels")
             pruned, layers = reconstruct(source, pruned, report.removed, ctx.samples)
+            pruned, norms = reestimate_batchnorm(source, pruned, report.removed, ctx.samples)
             details["reconstruction"] = [layer.as_dict() for layer in layers]
+            details["batchnorm"] = [asdict(norm) for norm in norms]
         ctx.report(**details)
         return gs.import_onnx(pruned)
