@@ -7,6 +7,6 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/edgeprune
 COPY . .
-RUN pip install --no-cache-dir ".[rpc,tflite]"
+RUN pip install --no-cache-dir ".[rpc,tflite,images,tune,serial]"
 WORKDIR /work
 ENTRYPOINT ["edgeprune"]

@@ -21,6 +21,10 @@ FORMAT = "edgeprune-bundle/1"
 
 
 def sha256_file(path: Path) -> str:
+    """A folder (a model written by `edgeprune compress`) hashes as its files' names and digests, in order."""
+    if path.is_dir():
+        return hashlib.sha256("".join(f"{f.name}:{sha256_file(f)}\n" for f in sorted(path.iterdir()) if f.is_file())
+                              .encode()).hexdigest()
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
 from collections import Counter
@@ -137,15 +136,46 @@ def _render_result(result) -> None:
     check = d["build"].get("vs_reference")
     extra = f"; library vs {d['build']['reference']} max abs error {check['max_abs_error']:.3g}" if check else ""
     _print(f"bundle [bold]{d['bundle']}[/bold] for {d['target']}: {len(d['files'])} files + manifest{extra}")
+    if "instructions" in d["build"]:  # microcontroller firmware, run under QEMU by the build
+        b = d["build"]
+        _print(f"firmware: flash {b['flash_bytes']:,} of {b['budget']['flash_bytes']:,} bytes, RAM {b['ram_bytes']:,} of "
+               f"{b['budget']['ram_bytes']:,} (arena {b['arena_bytes']:,}); {b['instructions']:,} instructions per "
+               f"inference under {b['emulator']}")
+
+
+def _tune_options(args: argparse.Namespace, table: dict | None = None):
+    """--tune and its flags over a recipe's [tune] table; None when neither asks for tuning."""
+    from edgeprune.compile.tune import TuneOptions
+
+    flags = {k: v for k, v in {"trials": args.tune_trials, "seconds": args.tune_seconds, "rpc": args.rpc,
+                               "tracker": args.tracker, "key": args.key}.items() if v is not None}
+    if not (args.tune or flags.keys() & {"trials", "seconds"} or table is not None):
+        if flags:
+            raise UserError("--rpc/--tracker/--key: only with --tune (tuning measures the kernels there)")
+        return None
+    return TuneOptions.from_table({**(table or {}), **flags}, "--tune")
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from edgeprune.pipeline import build_passes, compile_model, load_recipe
 
-    passes = build_passes(load_recipe(args.recipe), args.recipe) if args.recipe else None
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    passes = build_passes(recipe, args.recipe) if recipe else None
+    tune = _tune_options(args, recipe.tune if recipe else None)
+    target = args.target
+    if args.coded_weights:
+        from dataclasses import replace
+
+        from edgeprune.targets import load_target
+
+        target = load_target(args.target)
+        if target.kind != "micro":
+            raise UserError(f"--coded-weights: only microcontroller targets decode weights at run time, not {target.name}")
+        target = replace(target, memory={**target.memory, "coded_weights": True})
     with _progress(not args.json) as ctx:
-        result = compile_model(args.model, args.target, args.output, passes=passes, input_shapes=_shapes(args),
-                               calib=args.calib, samples=args.samples, seed=args.seed, force=args.force, ctx=ctx)
+        result = compile_model(args.model, target, args.output, passes=passes, input_shapes=_shapes(args),
+                               calib=args.calib, samples=args.samples, seed=args.seed, force=args.force, ctx=ctx,
+                               tune=tune, tune_db=args.tune_db)
     _emit(args, result.as_dict(), lambda _: _render_result(result))
     return 0
 
@@ -160,8 +190,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe.input_shapes = {**recipe.input_shapes, **_shapes(args)}
     if args.samples is not None:
         recipe.samples = args.samples
+    tune = _tune_options(args, recipe.tune)
+    recipe.tune = tune.as_dict() if tune else None
     with _progress(not args.json) as ctx:
-        result = run_recipe(recipe, force=args.force, ctx=ctx)
+        result = run_recipe(recipe, force=args.force, ctx=ctx, tune_db=args.tune_db)
     _emit(args, result.as_dict(), lambda _: _render_result(result))
     return 0
 
@@ -207,6 +239,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from edgeprune.pipeline import transform_model
     from edgeprune.targets import load_target
 
+    if args.schedule:
+        return cmd_prune_cycle(args)
+    if args.layer_ratios or args.finetune:
+        raise UserError("prune: --layer-ratios and --finetune run in the prune cycle: add --schedule agp --eval DATA.npz "
+                        "(--schedule oneshot --steps 1 for a single cut)")
     if args.unstructured:
         options = {"sparsity": args.sparsity, "scope": args.scope, "nm": args.nm or "", "protect": args.protect or []}
         step = make_pass("magnitude-prune", options)
@@ -251,6 +288,92 @@ def cmd_prune(args: argparse.Namespace) -> int:
         _print(f"{d['output']}: params {d['params_before']:,} -> {d['params_after']:,}, MACs {d['macs_before']:,} -> "
                f"{d['macs_after']:,}; max abs error {d.get('max_abs_error', float('nan')):.3g}, top-1 agreement "
                f"{d.get('top1_agreement')}{extra}")
+
+    _emit(args, data, render)
+    return 0
+
+
+def cmd_prune_cycle(args: argparse.Namespace) -> int:
+    """`prune --schedule`: the prune / recover / evaluate cycle that stops before the budget is spent."""
+    from edgeprune.passes.channel_prune import default_round_to
+    from edgeprune.pipeline import transform_model
+    from edgeprune.passes.prune_cycle import PruneCycle
+    from edgeprune.prune.sensitivity import load_layer_ratios
+    from edgeprune.targets import load_target
+
+    if not args.eval:
+        raise UserError("prune --schedule: give the data each step is measured on (--eval DATA.npz)")
+    if args.nm:
+        raise UserError("prune --schedule: N:M sparsity (--nm) is one fixed pattern, not a schedule; prune it in one go")
+    explicit = {"sparsity": args.sparsity} if args.unstructured and not args.layer_ratios else {}
+    cycle = PruneCycle(
+        schedule=args.schedule, steps=args.steps, budget=args.budget, unstructured=args.unstructured,
+        ratio=args.ratio or 0.0, target_macs=args.target_macs or 0.0, target_params=args.target_params or 0.0,
+        layer_ratios=load_layer_ratios(args.layer_ratios, "unstructured" if args.unstructured else "structured")
+        if args.layer_ratios else {}, scope=args.scope, criterion=args.criterion, min_channels=args.min_channels,
+        protect=args.protect or [], recovery=args.recovery, train=args.train or "", epochs=args.finetune,
+        batch_size=args.batch_size, lr=args.lr, distill=args.distill, temperature=args.temperature, alpha=args.alpha,
+        rewind=args.rewind, splice=args.splice, seed=args.seed, threads=args.threads or 0, bars=not args.json,
+        **explicit)
+    with _progress(not args.json) as ctx:
+        ctx.target = load_target(args.target) if args.target else None
+        cycle.round_to = args.round_to or default_round_to(ctx)
+        final, ctx = transform_model(args.model, [cycle], args.output, force=args.force, input_shapes=_shapes(args),
+                                     calib=args.eval, ctx=ctx)
+    report = ctx.records[-1].details["cycle"]
+    data = {"output": args.output, "mode": "unstructured" if args.unstructured else "structured", **report}
+
+    def render(d: dict) -> None:
+        rows = [["0", "unpruned", d["params"], d["macs"], "0", f"{100 * d['baseline']:.2f}", "0.00", "-", "-",
+                 "*" if d["chosen"] == 0 else ""]]
+        rows += [[str(s["step"]), s["target"], s["params"], s["macs"], f"{s['sparsity']:.3f}", f"{100 * s['metric']:.2f}",
+                  f"{s['drop']:.2f}", s["recovery"], f"{s['seconds']:.1f}", "*" if s["step"] == d["chosen"] else ""]
+                 for s in d["steps"]]
+        _print(_table(f"{args.schedule} cycle, budget {d['budget']:g} points of {d['metric']}",
+                      ["step", "target", "params", "MACs", "sparsity", f"{d['metric']} %", "drop", "recovery", "s",
+                       "chosen"], rows))
+        _print(f"{d['output']}: step {d['chosen']} ({d['stopped']})")
+
+    _emit(args, data, render)
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from edgeprune.artifact import write_file
+    from edgeprune.data import load_calibration
+    from edgeprune.graph import canonicalize
+    from edgeprune.pipeline import dumps, prepare
+    from edgeprune.prune.sensitivity import sensitivity
+
+    try:
+        ratios = [float(r) for r in args.ratios.split(",")]
+    except ValueError:
+        raise UserError(f"--ratios {args.ratios}: expected comma-separated fractions, e.g. 0.2,0.4,0.6") from None
+    if args.output and Path(args.output).exists() and not args.force:
+        raise UserError(f"{args.output}: already exists (use --force to replace it)")
+    with _progress(not args.json) as ctx:
+        model, ctx = prepare(args.model, input_shapes=_shapes(args), calib=args.eval, ctx=ctx)
+        model = canonicalize(model, {}, args.model)
+        calib = load_calibration(args.reconstruct, model)[0] if args.reconstruct else None
+        report = sensitivity(model, ctx.samples, ctx.labels, ratios, "unstructured" if args.unstructured else "structured",
+                             args.criterion, tuple(args.protect or []), args.jobs, args.budget, ctx.progress, calib)
+    if args.output:
+        write_file(Path(args.output), (dumps(report.proposal_file()) + "\n").encode(), args.force)
+    data = {"model": args.model, "proposal_file": args.output, **report.as_dict()}
+
+    def render(d: dict) -> None:
+        grid = sorted({p["ratio"] for p in d["points"]})
+        curves: dict[str, dict[float, float]] = {}
+        for p in d["points"]:
+            curves.setdefault(p["layer"], {})[p["ratio"]] = p["drop"]
+        _print(_table(f"{d['metric']} drop (points) per layer and {d['mode']} ratio; unpruned {100 * d['baseline']:.2f}%",
+                      ["layer", *(f"{r:g}" for r in grid), "proposed"],
+                      [[layer, *(f"{c[r]:.2f}" for r in grid), f"{d['proposal'][layer]:g}" if layer in d["proposal"] else
+                        "-"] for layer, c in curves.items()]))
+        if d["budget"] is not None:
+            key = "macs" if d["proposed_macs"] is not None else "params"
+            _print(f"proposal for {d['budget']:g} points: predicted drop {d['predicted_drop']:.2f}, {key} "
+                   f"{d[key]:,} -> {d['proposed_' + key]:,}" + (f"; written to {args.output}" if args.output else ""))
 
     _emit(args, data, render)
     return 0
@@ -328,7 +451,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
         ctx.progress(f"profiling {args.bundle}")
         data = profile_bundle(args.bundle, rpc=args.rpc, tracker=args.tracker, key=args.key, repeat=args.repeat,
                               warmup=args.warmup, threads=args.threads, original=args.original, timeout=args.timeout,
-                              retries=args.retries)
+                              retries=args.retries, simulate=args.simulate, emulate=args.emulate,
+                              per_layer=args.per_layer, serial=args.serial, baud=args.baud)
+    if args.simulate:
+        _emit(args, data, _render_simulation)
+        return 0
+    if "serial" in data:  # microcontroller firmware on a board over a UART
+        _emit(args, data, _render_serial)
+        return 0
+    if "instructions" in data:  # microcontroller firmware under QEMU
+        _emit(args, data, _render_firmware)
+        return 0
 
     def render(d: dict) -> None:
         rows = [["edgeprune (TVM)", d["device"], d["median_ms"], d["mean_ms"], d["p90_ms"], d["p99_ms"], d["std_ms"]]]
@@ -346,6 +479,43 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     _emit(args, data, render)
     return 0
+
+
+def _render_firmware(d: dict) -> None:
+    """`profile --emulate` of a microcontroller bundle: sizes against the budgets, instructions, per layer."""
+    if d.get("layers"):
+        _print(_table("instructions per layer", ["layer", "instructions", "%"],
+                      [[l["name"], f"{l['instructions']:,}", f"{l['percent']:.1f}"] for l in d["layers"]]))
+    b = d["budget"]
+    _print(_table(f"{d['target']} firmware under {d['device']}", ["flash bytes", "RAM bytes", "arena bytes",
+                                                                    "instructions / inference", f"max abs error vs {d['reference']}"],
+                  [[f"{d['flash_bytes']:,} of {b['flash_bytes']:,}", f"{d['ram_bytes']:,} of {b['ram_bytes']:,}",
+                    f"{d['arena_bytes']:,}", f"{d['instructions']:,}", f"{d['max_abs_error']:.3g}"]]))
+
+
+def _render_serial(d: dict) -> None:
+    """`profile --serial` of a microcontroller bundle: the board's counter over the runs, outputs vs the reference."""
+    count = f"{d['ticks']:,} (min {d['ticks_min']:,}, max {d['ticks_max']:,})"
+    extra = (f"{d['instructions']:,} instructions" if "instructions" in d
+             else f"{d['latency_ms']:.3f} ms at {d['clock_hz'] / 1e6:g} MHz" if d["latency_ms"] is not None else "")
+    _print(_table(f"{d['target']} firmware on {d['device']}, {d['runs']} runs", ["counter", "median per inference", "",
+                                                                              f"max abs error vs {d['reference']}"],
+                  [[d["counter"], count, extra, f"{d['max_abs_error']:.3g}"]]))
+    _print(f"{d['counter']}: {d['counter_meaning']}")
+
+
+def _render_simulation(d: dict) -> None:
+    """`profile --simulate` of a VTA bundle: per-launch costs, totals, and the verdict."""
+    _print(_table(f"VTA launches of {d['bundle']} ({d['device']})", ["layer", "insns", "GEMM ops", "ALU ops",
+                                                                     "DRAM bytes", "cycles"],
+                  [[l["name"], l["instructions"], l["gemm_ops"], l["alu_ops"], f"{l['dram_bytes']:,}", l["cycles"]]
+                   for l in d["layers"]]))
+    util = ", ".join(f"{b} {100 * u:.1f}%" for b, u in d["buffer_utilization"].items())
+    _print(f"{d['instructions']} instructions, {d['gemm_ops']} GEMM ops ({d['gemm_macs']:,} MACs), "
+           f"{d['dram_bytes']:,} DRAM bytes; buffers used: {util}")
+    _print(f"estimated {d['estimated_ms']:.3f} ms at {d['clock_mhz']} MHz (model: {d['timing_model']})")
+    _print(f"bit-exact vs {d['reference']}: {'yes' if d['bit_exact'] else 'NO'}; "
+           f"max abs difference from onnxruntime: {d['max_abs_error_vs_onnxruntime']:.3g}")
 
 
 def cmd_device_emulate(args: argparse.Namespace) -> int:
@@ -377,7 +547,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
     targets = [t.as_dict() for t in all_targets()]
     _emit(args, {"targets": targets}, lambda d: _print(_table(
         "targets", ["name", "kind", "cpu", "triple", "profile", "description"],
-        [[t["name"], t["kind"], t["tvm"].get("mcpu", ""), t["tvm"].get("mtriple", "host"), t["device"]["profile"],
+        [[t["name"], t["kind"], t["tvm"].get("mcpu", ""), t["tvm"].get("mtriple", "arm-none-eabi" if t["kind"] == "micro" else "host"), t["device"]["profile"],
           t["description"]] for t in d["targets"]])))
     return 0
 
@@ -401,6 +571,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--calib", metavar="DATA.npz|DIR", help="inputs (.npz, one array per model input, or a folder of "
                        "images) to check passes on")
         p.add_argument("--seed", type=int, default=0, help="seed of the random check inputs when no --calib")
+        tune = p.add_argument_group("MetaSchedule tuning (CPU targets): the database goes into the bundle and a "
+                                    "cache, and later builds of the same model and target apply it")
+        tune.add_argument("--tune", action="store_true", help="tune the kernels (default budget: 64 trials each)")
+        tune.add_argument("--tune-trials", type=int, metavar="N", help="at most N trials in all (implies --tune)")
+        tune.add_argument("--tune-seconds", type=float, metavar="S", help="stop after S seconds (implies --tune)")
+        tune.add_argument("--tune-db", metavar="PATH", help="apply this database (a folder or a tuned bundle)")
+        tune.add_argument("--rpc", metavar="HOST:PORT", help="measure on the board's TVM RPC server")
+        tune.add_argument("--tracker", metavar="HOST:PORT", help="measure on boards of a TVM RPC tracker (with --key)")
+        tune.add_argument("--key", help="device key for --tracker")
 
     p = sub.add_parser("inspect", help="ops, shapes, parameters, MACs, unsupported ops per target")
     p.add_argument("model")
@@ -414,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="bundle folder to create")
     p.add_argument("--recipe", help="TOML recipe whose passes run before the build")
     p.add_argument("--samples", type=int, default=2, help="random check inputs when no --calib")
+    p.add_argument("--coded-weights", action="store_true", help="microcontroller targets: int8 weights Huffman-coded "
+                   "in flash, decoded per layer into the arena (the target's memory.coded_weights)")
     building(p)
     common(p)
     p.set_defaults(func=cmd_compile)
@@ -450,7 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-params", type=float, metavar="F", help="fraction of parameters to keep")
     p.add_argument("--scope", choices=["local", "global"], default="local",
                    help="local: every group (layer) at the ratio; global: one normalized ranking over all")
-    p.add_argument("--criterion", default="l1", help="channel importance: l1, l2")
+    p.add_argument("--criterion", default="l1", help="channel importance: l1, l2, bn-scale (BN kept), or on --calib "
+                   "data: activation, redundancy (mRMR), reconstruction (ThiNet)")
     p.add_argument("--round-to", type=int, help="keep channel counts at multiples of N (default: the target's "
                    "vector lanes, 1 without --target)")
     p.add_argument("--target", help="the device the model is for (sets --round-to)")
@@ -462,10 +644,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", metavar="DATA.npz|DIR", help="inputs to measure the error on (.npz or image folder); "
                    "`labels` for accuracy")
     p.add_argument("--reconstruct", action="store_true", help="refit the layers after pruned channels to the "
-                   "original's outputs on --calib (least squares, no training)")
+                   "original's outputs on --calib (least squares, no training), then re-estimate BatchNorm statistics")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
+    cycle = p.add_argument_group("prune cycle (--schedule): prune, recover and evaluate in steps within a budget")
+    cycle.add_argument("--schedule", choices=["agp", "linear", "oneshot"], help="how pruning rises to the final target")
+    cycle.add_argument("--steps", type=int, default=5, help="pruning steps (default 5)")
+    cycle.add_argument("--eval", metavar="DATA.npz", help="data each step is measured on: accuracy with `labels`, "
+                       "top-1 agreement with the original without")
+    cycle.add_argument("--budget", type=float, default=1.0, metavar="POINTS",
+                       help="accuracy points the cycle may lose (default 1.0)")
+    cycle.add_argument("--layer-ratios", metavar="FILE.json", help="final per-layer ratios (`edgeprune sensitivity -o`)")
+    cycle.add_argument("--recovery", choices=["auto", "none", "reconstruct", "finetune"], default="auto",
+                       help="after each step (auto: finetune with --finetune, else reconstruct when structured)")
+    cycle.add_argument("--finetune", type=int, default=0, metavar="EPOCHS", help="fine-tune EPOCHS per step (torch)")
+    cycle.add_argument("--train", metavar="DATA.npz", help="training data (arrays as the model takes them + `labels`); "
+                       "default: the --eval data")
+    cycle.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (SGD, cosine; default 0.01)")
+    cycle.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch size (default 64)")
+    cycle.add_argument("--distill", action="store_true", help="distil from the unpruned model (soft targets + labels)")
+    cycle.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (default 4)")
+    cycle.add_argument("--alpha", type=float, default=0.7, help="weight of the distillation loss (default 0.7)")
+    cycle.add_argument("--rewind", action="store_true", help="reset surviving weights to their unpruned values "
+                       "before fine-tuning")
+    cycle.add_argument("--splice", action="store_true", help="unstructured: pruned weights that grow back return "
+                         "(dynamic network surgery)")
+    cycle.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
+    cycle.add_argument("--threads", type=int, help="torch threads for fine-tuning (default: torch's)")
     common(p)
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("sensitivity", help="accuracy vs pruning ratio per layer, and per-layer ratios for a budget")
+    p.add_argument("model")
+    p.add_argument("--eval", required=True, metavar="DATA.npz", help="evaluation data (`labels` for accuracy, else "
+                   "top-1 agreement with the original)")
+    p.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", help="comma-separated ratios to try")
+    p.add_argument("--unstructured", action="store_true", help="weight sparsity per Conv/Gemm/MatMul instead of "
+                   "channel ratio per group")
+    p.add_argument("--criterion", default="l1", help="channel importance: l1, l2")
+    p.add_argument("--protect", nargs="+", metavar="NODE", help="nodes to leave untouched")
+    p.add_argument("--jobs", type=int, help="processes (default: every core)")
+    p.add_argument("--reconstruct", metavar="CALIB.npz|DIR", help="measure each structured point after least-squares "
+                   "reconstruction on this calibration data (as the cycle without training recovers)")
+    p.add_argument("--budget", type=float, metavar="POINTS", help="propose per-layer ratios losing at most POINTS")
+    p.add_argument("-o", "--output", metavar="FILE.json", help="write the proposal (for prune --layer-ratios)")
+    p.add_argument("--force", action="store_true", help="replace an existing proposal file")
+    common(p)
+    p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("groups", help="the channel groups structured pruning sees, as readable traces")
     p.add_argument("model")
@@ -505,6 +729,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--original", metavar="MODEL", help="also time onnxruntime on this model (e.g. before pruning)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a connection (default 10)")
     p.add_argument("--retries", type=int, default=0, help="connection attempts after the first (2 s apart)")
+    p.add_argument("--simulate", action="store_true", help="VTA bundles: run the whole model in the simulator, "
+                   "check it bit for bit, estimate the time")
+    p.add_argument("--emulate", action="store_true", help="microcontroller bundles: build the firmware and run it under "
+                   "qemu-system-arm (-icount): flash, RAM, instructions, outputs vs onnxruntime (the default for them)")
+    p.add_argument("--per-layer", action="store_true", help="with --emulate: instructions per layer")
+    p.add_argument("--serial", metavar="PORT", help="microcontroller bundles: run on a board with the EP_SERIAL example "
+                   "firmware over this UART (/dev/ttyACM0, or a pyserial URL such as socket://HOST:PORT): DWT cycles, "
+                   "outputs vs onnxruntime; --repeat runs, --timeout per reply")
+    p.add_argument("--baud", type=int, default=115200, help="with --serial: the UART's baud rate (default 115200)")
     common(p, model=False)
     p.set_defaults(func=cmd_profile)
 

@@ -16,6 +16,7 @@ import onnx_graphsurgeon as gs
 from edgeprune import __version__, artifact
 from edgeprune.backends import backend_for
 from edgeprune.compile.source import OnnxSource, TfliteSource, is_tflite
+from edgeprune.compile.tune import TuneOptions, tuned_build
 from edgeprune.context import Context, PassRecord
 from edgeprune.data import load_calibration, random_samples
 from edgeprune.errors import PassError, UserError
@@ -39,10 +40,11 @@ class Recipe:
     samples: int = 2
     seed: int = 0
     passes: list[dict[str, Any]] = field(default_factory=lambda: [{"name": n} for n in DEFAULT_PASSES])
+    tune: dict[str, Any] | None = None  # MetaSchedule tuning: trials, seconds, rpc, tracker, key (compile/tune.py)
 
 
 RECIPE_KEYS = {"model": str, "target": str, "output": str, "input_shapes": dict, "calib": str, "samples": int,
-               "seed": int, "passes": list}
+               "seed": int, "passes": list, "tune": dict}
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -67,7 +69,11 @@ def load_recipe(path: str | Path) -> Recipe:
     for i, entry in enumerate(data.get("passes", [])):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise UserError(f"{path}: passes[{i}] must be a table with a 'name'")
+        if isinstance(entry.get("train"), str) and entry["train"] and not Path(entry["train"]).is_absolute():
+            entry["train"] = str(path.parent / entry["train"])  # a prune-cycle's training data, beside the recipe
         make_pass(entry["name"], {k: v for k, v in entry.items() if k != "name"}, f"{path}: passes[{i}]")
+    if "tune" in data:
+        TuneOptions.from_table(data["tune"], str(path))
     base = path.parent
     for key in ("model", "calib", "output"):
         if key in data and not Path(data[key]).is_absolute():
@@ -183,7 +189,8 @@ def transform_model(model_path: str | Path, passes: list[Pass], output: str | Pa
 
 
 def compile_model(model_path: str | Path, target: str | Target, output: str | Path, *, passes: list[Pass] | None = None,
-                  force: bool = False, ctx: Context | None = None, **prepare_args: Any) -> Result:
+                  force: bool = False, ctx: Context | None = None, tune: TuneOptions | None = None,
+                  tune_db: str | Path | None = None, **prepare_args: Any) -> Result:
     """Load, run the passes (canonicalize when none are given), build for the target, write the bundle.
 
     A TFLite model compiles as it is (the passes work on ONNX) and is checked against ai-edge-litert.
@@ -215,7 +222,8 @@ def compile_model(model_path: str | Path, target: str | Target, output: str | Pa
     ctx.target = target
     ctx.progress(f"build for {target.name}")
     with artifact.staging(output, force) as tmp:
-        built = backend.build(source, target, tmp, ctx.samples)
+        with tuned_build(source, target, tmp, tune, tune_db, ctx.progress) as tuning:
+            built = backend.build(source, target, tmp, ctx.samples)
         (tmp / source.filename).write_bytes(source.data())
         manifest = {
             "versions": tool_versions(),
@@ -225,7 +233,7 @@ def compile_model(model_path: str | Path, target: str | Target, output: str | Pa
             "outputs": source.outputs(),
             "passes": [r.as_dict(timing=False) for r in ctx.records],
             "totals": totals_after,
-            "build": built.info,
+            "build": built.info | ({"tuning": tuning} if tuning else {}),
             "model": source.filename,
             "library": built.files[0] if built.files else None,
         }
@@ -241,7 +249,7 @@ def _with_static_inputs(model: onnx.ModelProto, shapes: dict[str, list[int]], la
     return fixed
 
 
-def run_recipe(recipe: Recipe, force: bool = False, ctx: Context | None = None) -> Result:
+def run_recipe(recipe: Recipe, force: bool = False, ctx: Context | None = None, tune_db: str | Path | None = None) -> Result:
     """The whole pipeline a recipe declares (CLI options have already been folded into it)."""
     if not recipe.target:
         raise UserError("recipe: no target (give --target or a 'target' key)")
@@ -249,7 +257,9 @@ def run_recipe(recipe: Recipe, force: bool = False, ctx: Context | None = None) 
         raise UserError("recipe: no output folder (give -o or an 'output' key)")
     return compile_model(recipe.model, recipe.target, recipe.output, passes=build_passes(recipe),
                          input_shapes=recipe.input_shapes, calib=recipe.calib, samples=recipe.samples,
-                         seed=recipe.seed, force=force, ctx=ctx)
+                         seed=recipe.seed, force=force, ctx=ctx,
+                         tune=TuneOptions.from_table(recipe.tune, "recipe") if recipe.tune is not None else None,
+                         tune_db=tune_db)
 
 
 def _io_text(rows: list[dict[str, Any]]) -> str:

@@ -32,7 +32,17 @@ SCHEMA: dict[str, Any] = {
     },
     "toolchain": {
         "cxx": (str, False, None),
+        "cc": (str, False, None),  # C compiler of microcontroller firmware
+        "cflags": (list, False, None),  # its CPU flags (-mcpu, -mfpu, -mfloat-abi)
         "apt": (list, False, None),
+    },
+    "memory": {  # microcontrollers (the micro back end requires the first four): budgets and where they sit
+        "flash_bytes": (int, False, None),
+        "ram_bytes": (int, False, None),
+        "flash_origin": (str, False, None),
+        "ram_origin": (str, False, None),
+        "stack_bytes": (int, False, None),
+        "coded_weights": (bool, False, None),  # int8 weights Huffman-coded in flash, decoded per layer into RAM
     },
     "device": {
         "cores": (int, True, None),
@@ -41,6 +51,19 @@ SCHEMA: dict[str, Any] = {
         "rpc_key": (str, False, None),
         "emulator": (str, False, None),
         "python_runtime": (str, False, None),
+        "qemu_machine": (str, False, None),  # the emulated board with this core (qemu-system-arm -machine)
+        "qemu_cpu": (str, False, None),
+        "clock_hz": (int, False, None),  # core clock: converts ticks to time and emulator ticks to instructions
+    },
+    # VTA accelerators: the bitstream's configuration (log2 keys of upstream's vta_config.json), its clock and
+    # the AXI-Lite addresses of its four modules; edgeprune.backends.vta.config.Board checks what kind "vta" needs.
+    "vta": {
+        **{f"log_{k}": (int, False, None) for k in ("inp_width", "wgt_width", "acc_width", "batch", "block",
+                                                   "uop_buff_size", "inp_buff_size", "wgt_buff_size",
+                                                   "acc_buff_size")},
+        "clock_mhz": (int, False, None),
+        **{f"{m}_addr": (int, False, None) for m in ("fetch", "load", "compute", "store")},
+        "bitstream": (str, False, None),
     },
 }
 
@@ -57,6 +80,7 @@ class Target:
     device: dict[str, Any]
     path: str
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_host(self) -> bool:
@@ -67,6 +91,13 @@ class Target:
         """SIMD width the schedules tile for; `device.vector_bits = 0` means this machine's, detected."""
         bits = int(self.device["vector_bits"])
         return bits or host_vector_bits()
+
+    @property
+    def channel_multiple(self) -> int:
+        """Channel counts that fill the hardware: VTA's GEMM block, else the fp32 lanes of the CPU's vectors."""
+        if self.kind == "vta" and "log_block" in self.raw.get("vta", {}):
+            return 1 << int(self.raw["vta"]["log_block"])
+        return max(1, self.vector_bits // 32)
 
     def tvm_target_dict(self) -> dict[str, Any]:
         """The TVM target as a dict; `mcpu = "native"` becomes this machine's LLVM CPU name."""
@@ -84,7 +115,7 @@ class Target:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "kind": self.kind, "tvm": self.tvm,
-                "toolchain": self.toolchain, "device": self.device}
+                "toolchain": self.toolchain, "device": self.device, **({"memory": self.memory} if self.memory else {})}
 
 
 def host_vector_bits() -> int:
@@ -145,7 +176,8 @@ def parse_target(text: str, label: str, path: str = "") -> Target:
         raise UserError(f"{label}: not valid TOML: {exc}") from None
     _check(data, SCHEMA, "", label)
     return Target(name=data["name"], description=data["description"], kind=data["kind"], tvm=data["tvm"],
-                  toolchain=data.get("toolchain", {}), device=data["device"], path=path, raw=data)
+                  toolchain=data.get("toolchain", {}), device=data["device"], path=path, raw=data,
+                  memory=data.get("memory", {}))
 
 
 def load_target(name_or_path: str | Path) -> Target:

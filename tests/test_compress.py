@@ -81,3 +81,15 @@ def test_compress_refuses_to_overwrite(tmp_path, cli):
     (tmp_path / "mine").mkdir()
     code, _, err = cli("compress", tmp_path / "in.onnx", "-o", tmp_path / "mine", "--force")
     assert code == 2 and "not written by edgeprune" in err
+
+
+def test_a_compressed_folder_is_a_model_for_every_command(tmp_path, cli):
+    """`compile`, `inspect` and friends take the folder: the weights are decoded on load, bit for bit."""
+    _round_trip(tmp_path, cli, _shared(bits=4))
+    assert load_model(tmp_path / "c").graph == load_model(tmp_path / "back.onnx").graph
+    code, out, err = cli("compile", tmp_path / "c", "--target", "host", "-o", tmp_path / "bundle", "--json")
+    assert code == 0, err
+    assert json.loads(out)["build"]["vs_reference"]["max_abs_error"] < 1e-4
+    (tmp_path / "plain").mkdir()
+    code, _, err = cli("inspect", tmp_path / "plain")
+    assert code == 2 and "nor a folder written by `edgeprune compress`" in err

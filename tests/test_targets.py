@@ -48,3 +48,16 @@ def test_user_target_file(tmp_path):
         load_target(tmp_path / "absent.toml")
     with pytest.raises(UserError, match="unknown target"):
         load_target("pi4")
+
+
+def test_channel_multiple_is_the_vta_block_or_the_cpu_fp32_lanes():
+    """`prune --target` rounds channel counts to it: 16 for VTA's GEMM block, 4 for a 128-bit NEON CPU."""
+    from edgeprune.context import Context
+    from edgeprune.passes.channel_prune import default_round_to
+
+    assert load_target("pynq-z1").channel_multiple == 16
+    assert load_target("rpi4").channel_multiple == 4
+    ctx = Context()
+    assert default_round_to(ctx) == 1
+    ctx.target = load_target("pynq-z1")
+    assert default_round_to(ctx) == 16

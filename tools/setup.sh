@@ -2,11 +2,11 @@
 # Set up edgeprune on a fresh Debian 12 machine: the Debian packages in tools/apt-packages.txt,
 # a virtual environment in .venv, and edgeprune installed into it (editable) with its extras.
 #   bash tools/setup.sh          runtime + RPC extras
-#   bash tools/setup.sh --dev    also the test tools
+#   bash tools/setup.sh --dev    also the test tools, the train extra (torch pinned: a local CPU wheel) and the real models
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="rpc,tflite,images"
-[[ "${1:-}" == "--dev" ]] && EXTRAS="rpc,tflite,images,dev"
+EXTRAS="rpc,tflite,images,tune,serial"
+[[ "${1:-}" == "--dev" ]] && EXTRAS="rpc,tflite,images,tune,serial,train,models,dev"
 
 SUDO=""
 [[ "$(id -u)" != 0 ]] && SUDO="sudo"
@@ -26,4 +26,6 @@ PY="${PYTHON:-python3}"
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+# The real-model test tier's PP-OCRv4 detector: only the wheel's .onnx files, not its opencv stack.
+[[ "${1:-}" == "--dev" ]] && .venv/bin/python -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4
 echo "setup: ready ($(.venv/bin/edgeprune --version))"

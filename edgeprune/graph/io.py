@@ -23,7 +23,11 @@ def load_model(source: str | os.PathLike | bytes, name: str | None = None) -> on
         if not path.exists():
             raise UserError(f"{label}: no such file")
         if path.is_dir():
-            raise UserError(f"{label}: is a folder, not an ONNX file")
+            if (path / "weights.ephc").is_file():  # a folder written by `edgeprune compress`: decoded bit for bit
+                from edgeprune.coding.compress import decompress_folder
+
+                return decompress_folder(path)
+            raise UserError(f"{label}: is a folder, not an ONNX file (nor a folder written by `edgeprune compress`)")
         data, base = path.read_bytes(), path.parent
     if not data:
         raise UserError(f"{label}: empty file, not an ONNX model")

@@ -18,10 +18,28 @@ from edgeprune.profile.latency import operator_breakdown, time_vm
 
 def profile_bundle(bundle: str | Path, *, rpc: str | None = None, tracker: str | None = None, key: str | None = None,
                    repeat: int = 50, warmup: int = 5, threads: int | None = None, original: str | None = None,
-                   timeout: float = 10.0, retries: int = 0, seed: int = 0) -> dict[str, Any]:
-    """Latency statistics, outputs vs onnxruntime on this machine, sizes; baselines and per-kernel times when local."""
+                   timeout: float = 10.0, retries: int = 0, seed: int = 0, simulate: bool = False,
+                   emulate: bool = False, per_layer: bool = False, serial: str | None = None,
+                   baud: int = 115200) -> dict[str, Any]:
+    """Latency statistics, outputs vs onnxruntime on this machine, sizes; baselines and per-kernel times when local.
+
+    With `simulate` (VTA bundles): the whole model in the VTA simulator, checked bit for bit, with estimated time."""
     bundle = Path(bundle)
     manifest = verify(bundle)
+    if simulate or manifest["target"]["kind"] == "vta":
+        return _simulate(bundle, manifest, simulate, seed)
+    if emulate or serial or manifest["target"]["kind"] == "micro":  # firmware: under QEMU, or on a board (--serial)
+        from edgeprune.backends.micro.profile import check_profile_options, profile_firmware
+
+        if manifest["target"]["kind"] != "micro":
+            raise UserError(f"{bundle}: --emulate and --serial run microcontroller firmware; this bundle is for "
+                            f"{manifest['target']['name']}")
+        check_profile_options(rpc, tracker, serial, emulate, per_layer)
+        if serial:
+            from edgeprune.backends.micro.serial_link import profile_serial
+
+            return profile_serial(bundle, manifest, serial, baud=baud, repeat=repeat, timeout=timeout, seed=seed)
+        return profile_firmware(bundle, manifest, per_layer=per_layer, seed=seed)
     if not manifest.get("library"):
         raise UserError(f"{bundle}: the bundle has no library to profile")
     if repeat < 1 or warmup < 0:
@@ -55,3 +73,16 @@ def profile_bundle(bundle: str | Path, *, rpc: str | None = None, tracker: str |
         if original:
             result["baselines"]["onnxruntime (original)"] = onnxruntime_latency(Path(original), feeds, threads, repeat, warmup)
     return result
+
+
+def _simulate(bundle: Path, manifest: dict[str, Any], simulate: bool, seed: int) -> dict[str, Any]:
+    """Dispatch on the bundle's target kind: only VTA bundles have a simulator."""
+    if manifest["target"]["kind"] != "vta":
+        raise UserError(f"{bundle}: --simulate runs VTA bundles; this one is for {manifest['target']['name']} "
+                        f"(kind {manifest['target']['kind']})")
+    if not simulate:
+        raise UserError(f"{bundle}: a VTA bundle is profiled in simulation here (add --simulate); on the board, run "
+                        f"its driver.py")
+    from edgeprune.backends.vta.simulate import simulate_bundle
+
+    return simulate_bundle(bundle, manifest, seed)

@@ -9,7 +9,6 @@ Written by edgeprune into every Linux bundle; it reads manifest.json beside it.
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
