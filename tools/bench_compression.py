@@ -26,6 +26,7 @@ from onnx import numpy_helper
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
+from benchtable import print_table  # noqa: E402
 
 
 def evaluation_set(dataset: str, flat: bool, split: str = "test"):
@@ -151,15 +152,8 @@ def main() -> int:
             + run_int8("fmnist-cnn", args.cnn_sparsity))
     header = ["model", "stage", "bytes", "ratio", "accuracy", "Huffman / entropy bits per weight", "evaluated on"]
     table = [[r[0], r[1], f"{r[2]:,}", f"{r[3]:.1f}x", f"{100 * r[4]:.2f}%", r[5], r[6]] for r in rows]
-    if args.markdown:
-        print(f"{date.today()} · `python tools/bench_compression.py {' '.join(sys.argv[1:])}` · no retraining\n")
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for r in table:
-            print("| " + " | ".join(r) + " |")
-    else:
-        widths = [max(len(str(c)) for c in col) for col in zip(header, *table)]
-        for r in [header, *table]:
-            print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    caption = f"{date.today()} · `python tools/bench_compression.py {' '.join(sys.argv[1:])}` · no retraining"
+    print_table(header, table, args.markdown, caption if args.markdown else "")
     return 0
 
 

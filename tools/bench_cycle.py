@@ -29,6 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
+from benchtable import print_table  # noqa: E402
 FIXTURES = REPO / "tests" / "fixtures"
 VALIDATION = 2000  # held-out training images the cycle evaluates on
 
@@ -172,18 +173,11 @@ def main() -> int:
 
     header = ["model", "method", "target", "non-zero params", "sparsity %", "MACs removed %", "test accuracy %",
               "vs dense", "s"]
-    if args.markdown:
-        print(f"{date.today()} · {platform.processor() or platform.machine()} · torch 1 thread · "
-              f"`python tools/bench_cycle.py {' '.join(sys.argv[1:])}` · fine-tuning on {args.train} training images, "
-              f"{args.steps} steps x {args.epochs} epoch(s), cycle evaluated on {VALIDATION} held-out training images, "
-              "accuracy on the 10k test set\n")
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-    else:
-        widths = [max(len(c) for c in col) for col in zip(header, *rows)]
-        for r in [header, *rows]:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    caption = (f"{date.today()} · {platform.processor() or platform.machine()} · torch 1 thread · "
+               f"`python tools/bench_cycle.py {' '.join(sys.argv[1:])}` · fine-tuning on {args.train} training images, "
+               f"{args.steps} steps x {args.epochs} epoch(s), cycle evaluated on {VALIDATION} held-out training images, "
+               "accuracy on the 10k test set")
+    print_table(header, rows, args.markdown, caption if args.markdown else "")
     return 0
 
 

@@ -15,6 +15,8 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
+from benchtable import print_table  # tools/ is on the path of a script run from it
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -49,17 +51,9 @@ def main() -> int:
                          f"{prof['median_ms'] / ort:.1f}x", f"{2 * macs / prof['median_ms'] / 1e6:.2f}",
                          f"{2 * macs / ort / 1e6:.2f}"])
     header = ["model", "MMACs", "onnxruntime ms", "edgeprune ms", "edgeprune / ort", "edgeprune GFLOP/s", "ort GFLOP/s"]
-    if args.markdown:
-        print(f"{date.today()} · {cpu_name()} · {args.threads} thread(s) · batch 1 · "
-              f"`python tools/bench_latency.py {' '.join(sys.argv[1:])}`\n")
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-    else:
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-        for r in [header, *rows]:
-            print("  ".join(str(x).rjust(w) for x, w in zip(r, widths)))
+    caption = (f"{date.today()} · {cpu_name()} · {args.threads} thread(s) · batch 1 · "
+               f"`python tools/bench_latency.py {' '.join(sys.argv[1:])}`")
+    print_table(header, rows, args.markdown, caption if args.markdown else "", align="right")
     return 0
 
 

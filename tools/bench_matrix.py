@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
 from bench_latency import cpu_name  # noqa: E402
+from benchtable import print_table  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"
 
@@ -141,17 +142,7 @@ def main() -> int:
         f", {args.tune_seconds:g} s" if args.tune_seconds else "")
     title = (f"{date.today()} · {cpu_name()} · {args.threads} thread(s) · batch 1 · peak {peak:.0f} GFLOP/s · {budget} · "
              f"`python tools/bench_matrix.py {' '.join(sys.argv[1:])}`")
-    if args.markdown:
-        print(title + "\n")
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-    else:
-        print(title)
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-        for r in [header, *rows]:
-            print("  ".join(str(x).rjust(w) for x, w in zip(r, widths)))
+    print_table(header, rows, args.markdown, title, align="right")
     return 0
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
+from benchtable import print_table  # noqa: E402
 FIXTURE = REPO / "tests" / "fixtures" / "fmnist-cnn"
 
 
@@ -114,16 +115,9 @@ def main() -> int:
         if tp_model is not None:
             rows.append(row("Torch-Pruning global l1 (no fine-tuning)", tp_model))
     header = ["method", "MACs removed", "params", "MACs", "accuracy %", "onnxruntime ms (under load)", "latency removed"]
-    if args.markdown:
-        print(f"{date.today()} · `python tools/bench_pruning.py {' '.join(sys.argv[1:])}` · Fashion-MNIST test 10k, "
-              f"calibration {args.calib} training images, no training\n")
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-    else:
-        widths = [max(len(c) for c in col) for col in zip(header, *rows)]
-        for r in [header, *rows]:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    caption = (f"{date.today()} · `python tools/bench_pruning.py {' '.join(sys.argv[1:])}` · Fashion-MNIST test 10k, "
+               f"calibration {args.calib} training images, no training")
+    print_table(header, rows, args.markdown, caption if args.markdown else "")
     return 0
 
 
