@@ -42,7 +42,7 @@ def test_bundle_runs_without_edgeprune(tmp_path):
     tree = ast.parse(runner.read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert imported == {"argparse", "json", "sys", "time", "pathlib", "numpy", "tvm"}
+    assert imported == {"argparse", "json", "sys", "pathlib", "numpy", "tvm"}
     proc = subprocess.run([sys.executable, str(runner), "--repeat", "3"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "logits: shape [1, 10]" in proc.stdout and "(OK)" in proc.stdout and "latency: median" in proc.stdout
