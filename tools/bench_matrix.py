@@ -122,6 +122,7 @@ def main() -> int:
             dense_ms: dict[str, tuple[float, int]] = {}
             for (precision, density), path in variants(model, calib, work).items():
                 tag = f"{name}-{precision}-{density}"
+                print(f"bench_matrix: {tag}", file=sys.stderr, flush=True)
                 default = measure(path, work, tag, args, None)
                 tuned = measure(path, work, f"{tag}-tuned", args, tune) if tuning else None
                 best = min(default["ms"], tuned["ms"]) if tuned else default["ms"]

@@ -20,6 +20,7 @@ from edgeprune.targets import Target
 LIBRARY = "model.so"
 # TVM and onnxruntime sum in different orders; beyond this relative error the build is wrong.
 TOLERANCE = 1e-4
+QUANT_STEPS = 2  # int8 outputs: steps of their scale the float32-accumulating reference may be off
 
 
 def load_library(path: Path):
@@ -44,6 +45,22 @@ def run_library(path: Path, feeds: dict[str, np.ndarray], input_names: list[str]
     return run_vm(load_library(path), feeds, input_names)
 
 
+def _output_step(source: Source) -> float:
+    """The largest quantization step of a graph output made by DequantizeLinear (0 for float outputs).
+
+    Our integer kernels accumulate exactly in int32; onnxruntime's QDQ reference accumulates in float32,
+    which rounds once a sum passes 2^24 (deep layers of ResNet-size models), so the two may then differ
+    by a step of the output's scale. Small models stay bit-exact (tests check that with zero tolerance)."""
+    model = getattr(source, "model", None)
+    if model is None:
+        return 0.0
+    consts = {i.name: i for i in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    steps = [float(np.abs(onnx.numpy_helper.to_array(consts[n.input[1]])).max()) for n in model.graph.node
+             if n.op_type == "DequantizeLinear" and n.output[0] in outputs and n.input[1] in consts]
+    return max(steps, default=0.0)
+
+
 def check_against_reference(source: Source, lib: Path, samples: list[dict]) -> dict:
     """Outputs of the built library against the source's reference runtime on every sample."""
     names = [i["name"] for i in source.inputs()]
@@ -59,9 +76,9 @@ def check_against_reference(source: Source, lib: Path, samples: list[dict]) -> d
     reference = {k: np.concatenate(v) for k, v in ref.items()}
     diff = compare_outputs(reference, {k: np.concatenate(v) for k, v in got.items()})
     scale = max(1.0, max(float(np.abs(v).max()) for v in reference.values()))
-    if not diff.max_abs <= TOLERANCE * scale:
-        raise PassError(f"host build differs from {source.reference_name} by {diff.max_abs:.3g} "
-                        f"(limit {TOLERANCE * scale:.3g})")
+    limit = max(TOLERANCE * scale, QUANT_STEPS * _output_step(source))
+    if not diff.max_abs <= limit:
+        raise PassError(f"host build differs from {source.reference_name} by {diff.max_abs:.3g} (limit {limit:.3g})")
     return {"reference": source.reference_name, "vs_reference": diff.as_dict(), "samples": len(samples)}
 
 
