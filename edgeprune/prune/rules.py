@@ -89,15 +89,29 @@ UNARY = Rule(_unary_couple, _nothing)
 
 # --- Conv / ConvTranspose ----------------------------------------------------------------------
 
-def _conv_couple(node: gs.Node, g: "DepGraph") -> None:
+def _conv_operands(node: gs.Node, g: "DepGraph"):
+    """(weight, input space, output space, groups) of a Conv or ConvTranspose, or None once it is made opaque."""
     w = _weight(node, g, 1)
     bias_ok = len(node.inputs) < 3 or _weight(node, g, 2, shared_ok=True) is not None
     out = g.new_space(node.outputs[0], 1)
     if w is None or not bias_ok or out is None:
         g.opaque(node, "weight or bias is not a constant of its own")
+        return None
+    return w, g.space(node.inputs[0]), out, int(node.attrs.get("group", 1))
+
+
+def _tie_groups(node: gs.Node, g: "DepGraph", groups: int, per_in: int, per_out: int) -> None:
+    """Position j inside every group is removed together, so the groups stay equal."""
+    for k in range(1, groups):
+        g.tie(node.inputs[0], np.arange(per_in), node.inputs[0], k * per_in + np.arange(per_in))
+        g.tie(node.outputs[0], np.arange(per_out), node.outputs[0], k * per_out + np.arange(per_out))
+
+
+def _conv_couple(node: gs.Node, g: "DepGraph") -> None:
+    operands = _conv_operands(node, g)
+    if operands is None:
         return
-    x = g.space(node.inputs[0])
-    groups = int(node.attrs.get("group", 1))
+    w, x, out, groups = operands
     per_in, per_out = w.shape[1], w.shape[0] // groups
     g.param(node, w, node.outputs[0], axis=0, role="out")
     if x is None or x.axis != 1:
@@ -110,9 +124,7 @@ def _conv_couple(node: gs.Node, g: "DepGraph") -> None:
         ins = np.repeat(np.arange(groups), per_out)
         g.tie(node.inputs[0], ins, node.outputs[0], np.arange(groups * per_out))
     else:  # grouped: position j inside every group is removed together, so groups stay equal
-        for k in range(1, groups):
-            g.tie(node.inputs[0], np.arange(per_in), node.inputs[0], k * per_in + np.arange(per_in))
-            g.tie(node.outputs[0], np.arange(per_out), node.outputs[0], k * per_out + np.arange(per_out))
+        _tie_groups(node, g, groups, per_in, per_out)
         g.param(node, w, node.inputs[0], axis=1, role="in", index=np.arange(x.size) % per_in)
 
 
@@ -137,14 +149,10 @@ def _conv_rewrite(node: gs.Node, g: "DepGraph") -> None:
 
 def _conv_transpose_couple(node: gs.Node, g: "DepGraph") -> None:
     """Weight (C_in, C_out/group, k...): axis 0 is the full input, axis 1 the output inside a group."""
-    w = _weight(node, g, 1)
-    bias_ok = len(node.inputs) < 3 or _weight(node, g, 2, shared_ok=True) is not None
-    out = g.new_space(node.outputs[0], 1)
-    if w is None or not bias_ok or out is None:
-        g.opaque(node, "weight or bias is not a constant of its own")
+    operands = _conv_operands(node, g)
+    if operands is None:
         return
-    x = g.space(node.inputs[0])
-    groups = int(node.attrs.get("group", 1))
+    w, x, out, groups = operands
     per_in, per_out = w.shape[0] // groups, w.shape[1]
     if x is None or x.axis != 1:
         g.block(node.inputs[0], f"ConvTranspose '{node.name}': input channels are not on axis 1")
@@ -159,9 +167,7 @@ def _conv_transpose_couple(node: gs.Node, g: "DepGraph") -> None:
         g.tie(node.inputs[0], np.repeat(np.arange(groups), per_out), node.outputs[0], np.arange(groups * per_out))
         g.param(node, w, node.inputs[0], axis=0, role="out")
     else:
-        for k in range(1, groups):
-            g.tie(node.inputs[0], np.arange(per_in), node.inputs[0], k * per_in + np.arange(per_in))
-            g.tie(node.outputs[0], np.arange(per_out), node.outputs[0], k * per_out + np.arange(per_out))
+        _tie_groups(node, g, groups, per_in, per_out)
         g.param(node, w, node.outputs[0], axis=1, role="out", index=np.arange(out.size) % per_out)
         g.param(node, w, node.inputs[0], axis=0, role="in")
 
