@@ -7,7 +7,6 @@ flat 2-D input (an MLP) takes image arrays flattened per sample, as a Flatten la
 """
 from __future__ import annotations
 
-import tomllib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import onnx
 
 from edgeprune.errors import UserError
 from edgeprune.graph.runtime import graph_inputs, input_spec, random_inputs
+from edgeprune.tomlcheck import check_table, read_toml
 
 Samples = list[dict[str, np.ndarray]]
 
@@ -65,13 +65,13 @@ def random_samples(model: onnx.ModelProto, count: int = 2, seed: int = 0) -> Sam
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-# preprocess.toml keys beside the images -> (type, default); README "Calibration data" documents them.
-PREPROCESS: dict[str, tuple[type, Any]] = {
-    "resize": (str, "shorter-side"),  # "shorter-side" (resize, then center crop) or "stretch"
-    "scale": (float, 1 / 255),        # pixel values (0..255) are multiplied by this first
-    "mean": (list, [0.0]),            # then (value - mean) / std per channel; one value for all channels
-    "std": (list, [1.0]),
-    "layout": (str, "auto"),          # "NCHW", "NHWC" or "auto" (channels where the dim is 1 or 3)
+# preprocess.toml keys beside the images -> (type, default, allowed); README "Calibration data" documents them.
+PREPROCESS: dict[str, tuple[Any, Any, tuple | None]] = {
+    "resize": (str, "shorter-side", ("shorter-side", "stretch")),  # resize, then center crop; or stretch
+    "scale": (float, 1 / 255, None),    # pixel values (0..255) are multiplied by this first
+    "mean": (list[float], [0.0], None),  # then (value - mean) / std per channel; one value for all channels
+    "std": (list[float], [1.0], None),
+    "layout": (str, "auto", ("NCHW", "NHWC", "auto")),  # auto: channels where the dim is 1 or 3
 }
 
 
@@ -81,26 +81,12 @@ def load_calibration(path: str | Path, model: onnx.ModelProto) -> tuple[Samples,
 
 
 def _preprocess_options(folder: Path) -> dict[str, Any]:
-    options = {key: default for key, (_, default) in PREPROCESS.items()}
+    options = {key: default for key, (_, default, _) in PREPROCESS.items()}
     file = folder / "preprocess.toml"
-    if not file.is_file():
-        return options
-    try:
-        data = tomllib.loads(file.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{file}: not valid TOML: {exc}") from None
-    for key, value in data.items():
-        if key not in PREPROCESS:
-            raise UserError(f"{file}: unknown key '{key}' (known: {', '.join(PREPROCESS)})")
-        typ = PREPROCESS[key][0]
-        value = float(value) if typ is float and isinstance(value, int) else value
-        if not isinstance(value, typ) or (typ is list and not all(isinstance(v, (int, float)) for v in value)):
-            raise UserError(f"{file}: key '{key}' must be a {'list of numbers' if typ is list else typ.__name__}")
-        options[key] = value
-    if options["resize"] not in ("shorter-side", "stretch"):
-        raise UserError(f"{file}: resize must be 'shorter-side' or 'stretch'")
-    if options["layout"] not in ("NCHW", "NHWC", "auto"):
-        raise UserError(f"{file}: layout must be 'NCHW', 'NHWC' or 'auto'")
+    if file.is_file():
+        data = read_toml(file)
+        check_table(data, {key: (typ, False, allowed) for key, (typ, _, allowed) in PREPROCESS.items()}, str(file))
+        options |= data
     return options
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from edgeprune.graph import check_structure, compare_outputs, fix_input_shapes, 
 from edgeprune.graph.runtime import session
 from edgeprune.passes import Pass, make_pass
 from edgeprune.targets import Target, load_target
+from edgeprune.tomlcheck import check_table, read_toml
 
 DEFAULT_PASSES = ("canonicalize",)
 
@@ -43,8 +43,9 @@ class Recipe:
     tune: dict[str, Any] | None = None  # MetaSchedule tuning: trials, seconds, rpc, tracker, key (compile/tune.py)
 
 
-RECIPE_KEYS = {"model": str, "target": str, "output": str, "input_shapes": dict, "calib": str, "samples": int,
-               "seed": int, "passes": list, "tune": dict}
+RECIPE_KEYS: dict[str, Any] = {key: (typ, key == "model", None) for key, typ in {
+    "model": str, "target": str, "output": str, "input_shapes": dict, "calib": str, "samples": int, "seed": int,
+    "passes": list, "tune": dict}.items()}
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -52,17 +53,8 @@ def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such recipe file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
-    for key, value in data.items():
-        if key not in RECIPE_KEYS:
-            raise UserError(f"{path}: unknown key '{key}' (known: {', '.join(RECIPE_KEYS)})")
-        if not isinstance(value, RECIPE_KEYS[key]) or isinstance(value, bool):
-            raise UserError(f"{path}: key '{key}' must be a {RECIPE_KEYS[key].__name__}")
-    if "model" not in data:
-        raise UserError(f"{path}: missing required key 'model'")
+    data = read_toml(path)
+    check_table(data, RECIPE_KEYS, str(path))
     for name, shape in data.get("input_shapes", {}).items():
         if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
             raise UserError(f"{path}: input_shapes.{name} must be a list of positive integers")

@@ -6,18 +6,18 @@ the wheel as `edgeprune.target_files`); any other path to a `.toml` file works t
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import UserError
+from edgeprune.tomlcheck import check_table, read_toml
 
 KINDS = ("host", "arm-linux", "micro", "vta")
 PROFILE_METHODS = ("local", "rpc", "emulator", "serial", "simulator")
 
-# key -> (type, required, allowed values or None). Nested tables are dicts of the same form.
+# Checked by edgeprune.tomlcheck: key -> (type, required, allowed values or None); nested tables alike.
 SCHEMA: dict[str, Any] = {
     "name": (str, True, None),
     "description": (str, True, None),
@@ -26,15 +26,15 @@ SCHEMA: dict[str, Any] = {
         "kind": (str, True, ("llvm", "c")),
         "mtriple": (str, False, None),
         "mcpu": (str, False, None),
-        "mattr": (list, False, None),
+        "mattr": (list[str], False, None),
         "mfloat-abi": (str, False, ("hard", "soft", "softfp")),
         "num-cores": (int, False, None),
     },
     "toolchain": {
         "cxx": (str, False, None),
         "cc": (str, False, None),  # C compiler of microcontroller firmware
-        "cflags": (list, False, None),  # its CPU flags (-mcpu, -mfpu, -mfloat-abi)
-        "apt": (list, False, None),
+        "cflags": (list[str], False, None),  # its CPU flags (-mcpu, -mfpu, -mfloat-abi)
+        "apt": (list[str], False, None),
     },
     "memory": {  # microcontrollers (the micro back end requires the first four): budgets and where they sit
         "flash_bytes": (int, False, None),
@@ -132,31 +132,6 @@ def host_vector_bits() -> int:
     return 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
 
 
-def _check(table: dict, schema: dict, where: str, label: str) -> None:
-    for key, value in table.items():
-        path = f"{where}{key}"
-        if key not in schema:
-            known = ", ".join(sorted(schema))
-            raise UserError(f"{label}: unknown key '{path}' (known here: {known})")
-        rule = schema[key]
-        if isinstance(rule, dict):
-            if not isinstance(value, dict):
-                raise UserError(f"{label}: key '{path}' must be a table")
-            _check(value, rule, f"{path}.", label)
-            continue
-        typ, _, allowed = rule
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            raise UserError(f"{label}: key '{path}' must be of type {typ.__name__}, got {value!r}")
-        if allowed and value not in allowed:
-            raise UserError(f"{label}: key '{path}' is {value!r}; allowed: {', '.join(allowed)}")
-        if typ is list and not all(isinstance(v, str) for v in value):
-            raise UserError(f"{label}: key '{path}' must be a list of strings")
-    for key, rule in schema.items():
-        required = isinstance(rule, dict) and any(not isinstance(r, dict) and r[1] for r in rule.values())
-        if (required or (not isinstance(rule, dict) and rule[1])) and key not in table:
-            raise UserError(f"{label}: missing required key '{where}{key}'")
-
-
 def builtin_dir() -> Path:
     """The installed copy; from a source checkout on sys.path, the checkout's own folder."""
     try:
@@ -170,11 +145,8 @@ def builtin_names() -> list[str]:
 
 
 def parse_target(text: str, label: str, path: str = "") -> Target:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{label}: not valid TOML: {exc}") from None
-    _check(data, SCHEMA, "", label)
+    data = read_toml(Path(label), text)
+    check_table(data, SCHEMA, label)
     return Target(name=data["name"], description=data["description"], kind=data["kind"], tvm=data["tvm"],
                   toolchain=data.get("toolchain", {}), device=data["device"], path=path, raw=data,
                   memory=data.get("memory", {}))

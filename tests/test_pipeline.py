@@ -78,7 +78,7 @@ def test_recipe_paths_are_relative_to_the_recipe(tmp_path):
 
 @pytest.mark.parametrize("text, match", [
     ('target = "host"\n', "missing required key 'model'"),
-    ('model = "m.onnx"\nsamples = "two"\n', "'samples' must be a int"),
+    ('model = "m.onnx"\nsamples = "two"\n', "'samples' must be of type int"),
     ('model = "m.onnx"\n[[passes]]\nname = "magic"\n', "unknown pass 'magic'"),
     ('model = "m.onnx"\ninput_shapes = { x = [1, -3] }\n', "input_shapes.x"),
     ('model = = \n', "not valid TOML"),

@@ -23,6 +23,7 @@ from typing import Any
 
 from edgeprune.errors import UserError
 from edgeprune.targets import Target
+from edgeprune.tomlcheck import check_table
 
 FOLDER = "tuning"  # in the bundle
 FILES = ("database_workload.json", "database_tuning_record.json")
@@ -48,12 +49,8 @@ class TuneOptions:
     @classmethod
     def from_table(cls, table: dict[str, Any], where: str) -> "TuneOptions":
         """A recipe's `[tune]` table, checked key by key."""
-        types = {"trials": int, "seconds": (int, float), "rpc": str, "tracker": str, "key": str, "timeout": (int, float)}
-        for name, value in table.items():
-            if name not in types:
-                raise UserError(f"{where}: unknown key 'tune.{name}' (known: {', '.join(types)})")
-            if not isinstance(value, types[name]) or isinstance(value, bool):
-                raise UserError(f"{where}: key 'tune.{name}' has the wrong type ({value!r})")
+        types = {"trials": int, "seconds": float, "rpc": str, "tracker": str, "key": str, "timeout": float}
+        check_table(table, {name: (typ, False, None) for name, typ in types.items()}, where, "tune.")
         options = cls(**table)
         options.check(where)
         return options
