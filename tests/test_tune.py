@@ -3,6 +3,7 @@ and kernels measured on boards reached through a tracker."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -98,6 +99,30 @@ def test_tuning_through_a_tracker_of_two_servers(model, tmp_path, cli):
         for p in procs:
             p.kill()
             p.wait()
+
+
+@pytest.mark.emulator
+@pytest.mark.skipif(shutil.which("qemu-aarch64-static") is None or shutil.which("debootstrap") is None
+                    or shutil.which("aarch64-linux-gnu-g++") is None,
+                    reason="needs qemu-user-static, debootstrap and the aarch64 cross compiler (tools/setup.sh)")
+def test_tuning_an_arm_board_over_rpc(model, tmp_path, cli):
+    """Kernels for rpi4 are cross-built and timed on the (emulated) board; the tuned bundle runs right there."""
+    from edgeprune.profile import emulator
+
+    port = _free_port()
+    server = emulator.start_rpc_server(port)
+    try:
+        code, out, err = cli("compile", model, "--target", "rpi4", "-o", tmp_path / "pi", "--tune-trials", "2",
+                             "--rpc", f"127.0.0.1:{port}", "--json")
+        assert code == 0, err
+        tuning = json.loads(out)["build"]["tuning"]
+        assert tuning["tuned"]["measured"] == f"rpc 127.0.0.1:{port}" and tuning["tuned"]["failed"] == 0
+        assert tuning["records"] >= 1
+        code, out, err = cli("profile", tmp_path / "pi", "--rpc", f"127.0.0.1:{port}", "--repeat", "2", "--warmup", "1",
+                             "--timeout", "30", "--json")
+        assert code == 0 and json.loads(out)["max_abs_error"] < 1e-4, err
+    finally:
+        emulator.stop(server)
 
 
 def test_tuning_mistakes_are_one_line(model, tmp_path, cli):

@@ -167,8 +167,8 @@ def _runner(target: Target, options: TuneOptions):
         option, address = ("--rpc", options.rpc) if options.rpc else ("--tracker", options.tracker)
         host, port = parse_address(address, option)
         probe(host, port, options.timeout, "RPC server" if options.rpc else "RPC tracker", retries=0)
-        config = ms.runner.RPCConfig(tracker_host=host if options.tracker else None,
-                                     tracker_port=port if options.tracker else None, tracker_key=options.key,
+        # RPCRunner insists on tracker fields even when `direct_session` replaces the tracker: give it the server's.
+        config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=options.key or "direct",
                                      session_priority=1, session_timeout_sec=RUN_TIMEOUT_S)
         session = functools.partial(direct_session, host, port) if options.rpc else None
         return ms.runner.RPCRunner(config, evaluator, f_create_session=session), \
