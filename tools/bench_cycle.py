@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 from benchtable import print_table  # noqa: E402
+from peer_torch_pruning import torch_pruning  # noqa: E402
 FIXTURES = REPO / "tests" / "fixtures"
 VALIDATION = 2000  # held-out training images the cycle evaluates on
 
@@ -49,36 +49,6 @@ def load(name: str, train_count: int, seed: int = 0):
         return [{"input": x[None]} for x in preprocess(images, mean, std, flat)]
 
     return (feeds(tx[fit]), ty[fit]), (feeds(tx[held]), ty[held]), (feeds(vx), vy)
-
-
-def torch_pruning(name: str, keep: float, example: np.ndarray):
-    """Torch-Pruning MetaPruner (L1 magnitude, global) to `keep` of the MACs, exported to ONNX."""
-    import onnx
-    import torch
-    import torch_pruning as tp
-    from train_reference import FmnistCNN, LeNet300
-
-    cls = {"fmnist-cnn": FmnistCNN, "lenet300": LeNet300}[name]
-    state = torch.load(FIXTURES / f"{name}.pt", weights_only=True)
-    x = torch.from_numpy(example)
-    base, _ = tp.utils.count_ops_and_params(cls().eval(), x)
-    lo, hi, best = 0.0, 0.95, None
-    for _ in range(12):  # bisect the ratio to the MAC target, as edgeprune's --target-macs does
-        mid = (lo + hi) / 2
-        trial = cls().eval()
-        trial.load_state_dict(state)
-        last = trial.fc if hasattr(trial, "fc") else trial.fc3
-        tp.pruner.MetaPruner(trial, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=mid,
-                             global_pruning=True, ignored_layers=[last]).step()
-        macs, _ = tp.utils.count_ops_and_params(trial, x)
-        lo, hi = (mid, hi) if macs > keep * base else (lo, mid)
-        if macs <= keep * base:
-            best = trial
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.onnx.export(best, x, f"{tmp}/tp.onnx", input_names=["input"], output_names=["logits"], dynamo=False,
-                          opset_version=17, dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
-                          training=torch.onnx.TrainingMode.PRESERVE)  # BatchNormalization kept, as in our fixtures
-        return onnx.load(f"{tmp}/tp.onnx")
 
 
 def main() -> int:
