@@ -54,6 +54,7 @@ SCHEMA: dict[str, Any] = {
         "qemu_machine": (str, False, None),  # the emulated board with this core (qemu-system-arm -machine)
         "qemu_cpu": (str, False, None),
         "clock_hz": (int, False, None),  # core clock: converts ticks to time and emulator ticks to instructions
+        "dsp": (bool, False, None),  # Armv7E-M DSP extension (SMLAD dual 16-bit MACs): Cortex-M4/M7/M33, not M0+/M3
     },
     # VTA accelerators: the bitstream's configuration (log2 keys of upstream's vta_config.json), its clock and
     # the AXI-Lite addresses of its four modules; edgeprune.backends.vta.config.Board checks what kind "vta" needs.

@@ -140,7 +140,8 @@ def test_rules_fire(host, monkeypatch):
 
 
 INT8_CASES = ["conv3x3-odd-channels", "conv-stride2-no-bias", "depthwise-mobilenet", "conv1x1-downsample-residual",
-              "grouped-conv", "pool-gemm-head", "gemm-batch"]
+              "grouped-conv", "pool-gemm-head", "gemm-batch", "conv7x7-stem-maxpool", "conv-odd-widths-5x5",
+              "conv-asymmetric-pad-dilated-batch2"]
 
 
 def _quantized(name: str):
@@ -188,7 +189,57 @@ def test_int8_rules_fire(host):
             mod = tvm.transform.Sequential(stages)(import_onnx(_quantized(case)[0]))
         integer = {g: f for g, f in mod.functions.items() if "right_shift" in g.name_hint}  # the requantization
         assert sorted(classify(s_tir.Schedule(f)).kind for f in integer.values()) == want, case
-        scheduled = schedule_module(mod, machine_for(host))
+        machine = machine_for(host)
+        scheduled = schedule_module(mod, machine)
         for gvar in integer:
             text = scheduled[gvar].script()
             assert "T.vectorized" in text and "meta_schedule.layout_rewrite_preproc" in text and '"int8"' in text
+            # the requantization folds into the tile's store: no int64 tensor is written out between steps
+            assert not [line for line in text.splitlines() if "alloc_buffer" in line and '"int64"' in line], gvar
+            if machine.pair_dot and "conv2d" in gvar.name_hint:  # x86 with AVX2/AVX-512: the pair intrinsic
+                assert "llvm.x86.avx" in text and "pmadd" in text, gvar.name_hint
+
+
+def _int8_layer_asm(target, shape, layers) -> str:
+    from edgeprune.compile.tvm_build import build
+    from edgeprune.graph import canonicalize
+    from edgeprune.quant.quantize import quantize
+
+    model = canonicalize(_chain(shape, layers))
+    rng = np.random.default_rng(2)
+    model = quantize(model, [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(4)])
+    executable = build(model, target)
+    return next(text for lib in (executable.mod, *executable.mod.imports) if (text := lib.inspect_source("asm")))
+
+
+@pytest.mark.parametrize("target_name, vector_bits, instruction, spill", [
+    # AVX2 (this machine): 16 int16 products summed in pairs
+    ("host", None, r"vpmaddwd\s+%ymm", r"%ymm\d+, -?\d*\(%rsp\)|\(%rsp\), %ymm"),
+    ("host", 512, r"vpmaddwd\s+%zmm", r"%zmm\d+, -?\d*\(%rsp\)|\(%rsp\), %zmm"),  # AVX-512, compiled only
+    ("rpi4", None, r"smlal\s+v", r"(str|ldr|stp|ldp)\s+q\d+.*\[sp"),  # AArch64 NEON: widening multiply-add
+])
+def test_int8_conv_inner_loop_instruction(target_name, vector_bits, instruction, spill):
+    """What the int8 conv compiles to, read from the assembly: pmaddwd on x86, smlal on the Pi, and the
+    accumulator tile fits the registers (no stack traffic in the loops that multiply)."""
+    import dataclasses
+    import platform
+    import re
+
+    from edgeprune.targets import host_vector_bits, load_target
+
+    target = load_target(target_name)
+    if target_name == "host":
+        if platform.machine() not in ("x86_64", "AMD64") or (vector_bits is None and host_vector_bits() < 256):
+            pytest.skip("an x86 machine with AVX2 builds this case")
+        if vector_bits:
+            target = dataclasses.replace(target, tvm={**target.tvm, "mcpu": "skylake-avx512"},
+                                         device={**target.device, "vector_bits": vector_bits})
+    asm = _int8_layer_asm(target, [1, 64, 28, 28], [("conv", {"k": 64, "act": "Relu"})])
+    loops = []  # the innermost loops that multiply: from a label to the branch back to it, no label between
+    for label in re.finditer(r"^(\.LBB\w+):", asm, re.M):
+        back = re.search(rf"^\s+\S+\s+{re.escape(label.group(1))}$", asm[label.end():], re.M)
+        body = asm[label.end():label.end() + back.start()] if back else ""
+        if re.search(instruction, body) and not re.search(r"^\.LBB", body, re.M):
+            loops.append(body)
+    assert loops, instruction
+    assert not [body for body in loops if re.search(spill, body)]

@@ -2,12 +2,12 @@
 same thread count, batch 1, for each model x {fp32, int8} x {dense, 50%-MAC-pruned}.
 
     /work/venv/bin/python tools/bench_matrix.py [--quick] [--models fmnist-cnn resnet18 mobilenet_v2]
-        [--threads 1] [--repeat 30] [--tune-trials N | --tune-seconds S] [--size 224] [--markdown]
+        [--threads 1] [--repeat 30] [--rounds 1] [--tune-trials N | --tune-seconds S] [--size 224] [--markdown]
 
 Models: the Fashion-MNIST reference CNN (tests/fixtures, calibrated on fmnist_test256.npz) and resnet18 /
 mobilenet_v2 from torchvision (tools/export_torchvision.py: seeded random weights, calibrated on seeded
-random images, so their accuracy means nothing and their speed is real). Pruned: `prune --target-macs 0.5`
-(structured, as the CLI does it without --target); int8: `quantize` of the dense or pruned model. Each variant is
+random images, so their accuracy means nothing and their speed is real). Pruned: `prune --target-macs 0.5
+--target host` (structured; channel counts at multiples of the host's fp32 vector lanes); int8: `quantize` of the dense or pruned model. Each variant is
 compiled for `host` with an empty tuning cache (default schedules), then tuned (`--tune-trials`, 0 skips it).
 onnxruntime runs the same ONNX file (int8: the QDQ model, which it fuses to its own int8 kernels).
 GFLOP/s counts 2 FLOPs per MAC; peak = threads x clock x vector lanes x 2 (FMA) x FMA units per core
@@ -70,7 +70,11 @@ def variants(model: Path, calib: Path, work: Path) -> dict[tuple[str, str], Path
 
     stem = model.stem
     pruned = work / f"{stem}-pruned.onnx"
-    transform_model(model, [make_pass("prune", {"target_macs": 0.5})], pruned, force=True, calib=str(calib))
+    from edgeprune.targets import load_target
+
+    lanes = load_target("host").channel_multiple
+    transform_model(model, [make_pass("prune", {"target_macs": 0.5, "round_to": lanes})], pruned, force=True,
+                    calib=str(calib))
     files = {("fp32", "dense"): model, ("fp32", "pruned"): pruned}
     for density, path in list(files.items()):
         out = work / f"{path.stem}-int8.onnx"
@@ -87,9 +91,10 @@ def measure(path: Path, work: Path, tag: str, args, tune) -> dict:
     os.environ["EDGEPRUNE_CACHE"] = str(work / f"cache-{tag}")  # only this run's own tuning applies
     bundle = work / f"bundle-{tag}"
     result = compile_model(path, "host", bundle, force=True, tune=tune)
-    prof = profile_bundle(bundle, repeat=args.repeat, warmup=3, threads=args.threads)
-    return {"macs": result.manifest["totals"]["macs"], "ms": prof["median_ms"],
-            "ort_ms": prof["baselines"]["onnxruntime"]["median_ms"]}
+    # --rounds alternates edgeprune and onnxruntime blocks of --repeat runs, so a busy machine's load hits both
+    rounds = [profile_bundle(bundle, repeat=args.repeat, warmup=3, threads=args.threads) for _ in range(args.rounds)]
+    return {"macs": result.manifest["totals"]["macs"], "ms": float(np.median([p["median_ms"] for p in rounds])),
+            "ort_ms": float(np.median([p["baselines"]["onnxruntime"]["median_ms"] for p in rounds]))}
 
 
 def main() -> int:
@@ -98,6 +103,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=224, help="input size of the torchvision models")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating edgeprune/onnxruntime rounds (median)")
     parser.add_argument("--tune-trials", type=int, default=None, help="trials per tuned build (default 64 per kernel)")
     parser.add_argument("--tune-seconds", type=float, default=None, help="seconds per tuned build")
     parser.add_argument("--fma-units", type=int, default=2)

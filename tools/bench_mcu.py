@@ -3,7 +3,8 @@
     /work/venv/bin/python tools/bench_mcu.py [--boards cortex-m7-qemu cortex-m4-qemu] [--json]
 
 For each board: fp32 and int8 (the QDQ model `edgeprune quantize` writes, calibrated on 64 test images),
-each with edgeprune's micro schedules and with TVM's naive loop nests, and int8 with Huffman-coded weights
+each with edgeprune's micro schedules and with TVM's naive loop nests, int8 on DSP cores also without the
+SMLAD micro-kernels, and int8 with Huffman-coded weights
 (decoded per layer into the arena by edgeprune/coding/c). The model goes through the same
 passes as `edgeprune compile` (canonicalize, fold-batchnorm); every firmware is checked against onnxruntime
 on the way (int8 bit-exact). Instructions come from `qemu-system-arm -icount shift=0` and are exact and
@@ -24,8 +25,10 @@ sys.path.insert(0, str(REPO))
 MODEL = REPO / "tests" / "fixtures" / "fmnist-cnn.onnx"
 DATA = REPO / "tests" / "fixtures" / "fmnist_test256.npz"
 SHAPES = {"input": [1, 1, 28, 28]}
-# (micro schedules, Huffman-coded weights) per precision; coding applies to int8 weights only
-VARIANTS = {"fp32": [(True, False), (False, False)], "int8": [(True, False), (True, True), (False, False)]}
+# (micro schedules, Huffman-coded weights, DSP micro-kernels) per precision; coding applies to int8 weights only,
+# the DSP kernels to int8 on cores whose target file says device.dsp (the "no DSP" row shows what they bring)
+VARIANTS = {"fp32": [(True, False, None), (False, False, None)],
+            "int8": [(True, False, None), (True, False, False), (True, True, None), (False, False, None)]}
 
 
 def models(work: Path) -> dict[str, str]:
@@ -39,7 +42,7 @@ def models(work: Path) -> dict[str, str]:
     return {"fp32": str(MODEL), "int8": str(int8)}
 
 
-def measure(path: str, board: str, schedule: bool, work: Path, coded: bool = False) -> dict:
+def measure(path: str, board: str, schedule: bool, work: Path, coded: bool = False, dsp: bool | None = None) -> dict:
     from edgeprune.backends.micro import MicroBackend
     from edgeprune.compile.source import OnnxSource
     from edgeprune.passes import make_pass
@@ -49,7 +52,8 @@ def measure(path: str, board: str, schedule: bool, work: Path, coded: bool = Fal
     model, ctx = prepare(path, input_shapes=SHAPES, samples=1)
     model = run_passes(model, [make_pass("canonicalize"), make_pass("fold-batchnorm")], ctx)
     out = Path(tempfile.mkdtemp(dir=work))
-    info = MicroBackend(schedule=schedule, coded_weights=coded).build(OnnxSource(model), load_target(board), out, ctx.samples).info
+    backend = MicroBackend(schedule=schedule, coded_weights=coded, dsp=dsp)
+    info = backend.build(OnnxSource(model), load_target(board), out, ctx.samples).info
     return {k: info[k] for k in ("instructions", "flash_bytes", "ram_bytes", "arena_bytes", "weight_bytes")} | {
         "max_abs_error": info["vs_reference"]["max_abs_error"]}
 
@@ -59,16 +63,21 @@ def main() -> None:
     parser.add_argument("--boards", nargs="+", default=["cortex-m7-qemu", "cortex-m4-qemu", "cortex-m3-qemu"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    from edgeprune.targets import load_target
+
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         paths = models(work)
         for board in args.boards:
             for precision, path in paths.items():
-                for schedule, coded in VARIANTS[precision]:
-                    r = measure(path, board, schedule, work, coded)
+                for schedule, coded, dsp in VARIANTS[precision]:
+                    if dsp is False and not load_target(board).device.get("dsp", False):
+                        continue  # the same firmware as the default row
+                    r = measure(path, board, schedule, work, coded, dsp)
+                    kernels = "edgeprune" + (" (no DSP)" if dsp is False else "") if schedule else "naive (TVM)"
                     rows.append({"board": board, "precision": precision + (" Huffman" if coded else ""),
-                                 "kernels": "edgeprune" if schedule else "naive (TVM)", **r})
+                                 "kernels": kernels, **r})
     if args.json:
         print(json.dumps(rows, indent=2))
         return

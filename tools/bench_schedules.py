@@ -1,12 +1,13 @@
 """Latency of edgeprune's default CPU schedules against TVM's unscheduled build and onnxruntime.
 
-    /work/venv/bin/python tools/bench_schedules.py [--threads 1 2] [--repeat 7] [--only conv3x3]
+    /work/venv/bin/python tools/bench_schedules.py [--threads 1 2] [--repeat 7] [--only conv3x3] [--int8]
 
 Models: examples/tinycnn.onnx (canonicalized and BN-folded as `edgeprune compile` does), ResNet-18 and
 single layers at ResNet / MobileNet shapes, the last two built in code with random weights. Each thread
 count runs in its own process, since TVM reads TVM_NUM_THREADS once, when its thread pool starts. Times
 are medians over `--repeat` rounds that alternate between the three runtimes: the machine is shared, so
-read ratios, not single numbers.
+read ratios, not single numbers. --int8: every model quantized (QDQ, per-channel, calibrated on 4 random
+inputs): onnxruntime fuses it to its own int8 kernels, edgeprune lowers it to integer arithmetic.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO))
 TINYCNN, RESNET18 = "tinycnn (whole model)", "resnet18 224x224 (whole model)"
 # name -> (op, in channels, out channels, input size, kernel, stride, group); "dense" uses (in, out)
 LAYERS = {
+    "conv7x7 s2 3->64 224x224": ("conv", 3, 64, 224, 7, 2, 1),
     "conv3x3 64->64 56x56": ("conv", 64, 64, 56, 3, 1, 1),
     "conv3x3 128->128 28x28": ("conv", 128, 128, 28, 3, 1, 1),
     "conv3x3 256->256 14x14": ("conv", 256, 256, 14, 3, 1, 1),
@@ -139,12 +141,23 @@ def _interleaved_ms(runs: dict[str, object], repeat: int) -> dict[str, float]:
     return {label: float(np.median(times)) * 1e3 for label, times in rounds.items()}
 
 
-def measure(models: dict[str, onnx.ModelProto], threads: int, repeat: int) -> dict[str, dict[str, float]]:
+def quantized(model: onnx.ModelProto) -> onnx.ModelProto:
+    from edgeprune.graph import canonicalize, random_inputs
+    from edgeprune.quant.quantize import quantize
+
+    model = canonicalize(model)
+    return quantize(model, [random_inputs(model, seed=s) for s in range(4)])
+
+
+def measure(models: dict[str, onnx.ModelProto], threads: int, repeat: int, unscheduled: bool = True
+            ) -> dict[str, dict[str, float]]:
     """onnxruntime, TVM's default build and edgeprune's scheduled build, in this process's thread setting."""
     import onnxruntime as ort
     import tvm
     from tvm import relax
 
+    from edgeprune.backends.host import QUANT_STEPS, _output_step
+    from edgeprune.compile.source import OnnxSource
     from edgeprune.compile.tvm_build import build, import_onnx
     from edgeprune.graph import random_inputs
     from edgeprune.targets import load_target
@@ -156,14 +169,22 @@ def measure(models: dict[str, onnx.ModelProto], threads: int, repeat: int) -> di
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        want = session.run(None, feeds)[0]
+        # The reference is the graph as written: fused into onnxruntime's int8 kernels, a QDQ model requantizes
+        # in float and lands several steps away from both the written graph and our exact integer sums.
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        reference = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        want = reference.run(None, feeds)[0]
+        atol = max(1e-4 * np.abs(want).max(), QUANT_STEPS * _output_step(OnnxSource(model)))
         runs = {"onnxruntime": lambda: session.run(None, feeds)}
         args = [tvm.runtime.tensor(v) for v in feeds.values()]
-        for label, executable in (("tvm default", tvm.compile(import_onnx(model), target=target.tvm_target())),
-                                  ("edgeprune", build(model, target))):
+        builds = {"edgeprune": lambda: build(model, target)}
+        if unscheduled:
+            builds = {"tvm default": lambda: tvm.compile(import_onnx(model), target=target.tvm_target()), **builds}
+        for label, make in builds.items():
+            executable = make()
             main = relax.VirtualMachine(executable, tvm.cpu())["main"]
             got = main(*args).numpy()
-            assert np.allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max()), f"{name}: {label} output differs"
+            assert np.allclose(got, want, rtol=1e-4, atol=atol), f"{name}: {label} output differs"
             runs[label] = lambda main=main: main(*args)
         results[name] = _interleaved_ms(runs, repeat)
     return results
@@ -174,6 +195,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--only", default="", help="run the models whose name contains this text")
+    parser.add_argument("--int8", action="store_true", help="quantize every model (QDQ) first")
+    parser.add_argument("--no-unscheduled", action="store_true", help="skip TVM's unscheduled build (slow)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,12 +207,14 @@ def main() -> None:
             models[RESNET18] = resnet18()
         models |= {name: layer_model(*spec) for name, spec in LAYERS.items() if args.only in name}
         if args.worker:
-            print(json.dumps(measure({n: m for n, (m, _) in models.items()}, args.worker, args.repeat)))
+            chosen = {n: quantized(m) if args.int8 else m for n, (m, _) in models.items()}
+            print(json.dumps(measure(chosen, args.worker, args.repeat, not args.no_unscheduled)))
             return
         per_threads = {}
         for threads in args.threads:
             cmd = [sys.executable, __file__, "--worker", str(threads), "--repeat", str(args.repeat),
-                   "--only", args.only]
+                   "--only", args.only, *(["--int8"] if args.int8 else []),
+                   *(["--no-unscheduled"] if args.no_unscheduled else [])]
             out = subprocess.run(cmd, env={**os.environ, "TVM_NUM_THREADS": str(threads)}, check=True,
                                  capture_output=True, text=True).stdout
             per_threads[threads] = json.loads(out.strip().splitlines()[-1])
@@ -201,7 +226,8 @@ def main() -> None:
         line = f"{name:30} {macs / 1e6:7.1f}"
         for rows in per_threads.values():
             r = rows[name]
-            line += (f" | {'':3} {r['onnxruntime']:7.3f} {r['tvm default']:8.2f} {r['edgeprune']:7.3f}"
+            unscheduled = r.get("tvm default", float("nan"))
+            line += (f" | {'':3} {r['onnxruntime']:7.3f} {unscheduled:8.2f} {r['edgeprune']:7.3f}"
                      f" {r['edgeprune'] / r['onnxruntime']:5.2f}")
         print(line)
     print("times in ms (median); 'x ort' = edgeprune / onnxruntime")

@@ -226,6 +226,84 @@ def test_micro_schedules_cut_instructions_and_arena(tmp_path):
     assert fast["arena_bytes"] * 2 < naive["arena_bytes"]
 
 
+def _dsp_model() -> onnx.ModelProto:
+    """3x3 convs whose channel counts take the 4- and the 2-channel micro-kernel, columns of 27 and 72 entries (an
+    odd tail), a stride, and a 1x1 conv with a column too short for it (6 entries: TVM's loops)."""
+    rng = np.random.default_rng(3)
+    shapes = {"w1": (8, 3, 3, 3), "w2": (6, 8, 3, 3), "w3": (4, 6, 1, 1)}
+    inits = [onnx.numpy_helper.from_array(rng.standard_normal(v).astype(np.float32) / 3, k) for k, v in shapes.items()]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c2"], ["r2"]), helper.make_node("Conv", ["r2", "w3"], ["y"])]
+    graph = helper.make_graph(nodes, "dsp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("board", QEMU_BOARDS)
+@qemu
+def test_dsp_micro_kernels_are_bit_exact_and_only_on_dsp_cores(board, tmp_path):
+    """M4/M7 (device.dsp): the int8 convs call the SMLAD micro-kernels and stay bit-exact to onnxruntime; the same
+    model on the same board without them takes more instructions. The M3 has no DSP: plain C loops only."""
+    from edgeprune.backends.micro import MicroBackend
+    from edgeprune.compile.source import OnnxSource
+
+    model = onnx.load(_quantized(_save(_dsp_model(), tmp_path / "dsp.onnx"), tmp_path))
+    source, target = OnnxSource(model), load_target(board)
+    samples = [source.random_feeds(s) for s in range(2)]
+    info = MicroBackend().build(source, target, tmp_path / "fw", samples).info
+    kernels = (tmp_path / "fw" / "model" / "ep_kernels.c").read_text()
+    assert info["vs_reference"]["max_abs_error"] == 0.0 and info["compiler_warnings"] == 0
+    assert info["arithmetic"] == {"int16 x int8 -> int32": 3}
+    if board == "cortex-m3-qemu":
+        assert "dsp" not in target.device and "ep_dot_" not in kernels and not (tmp_path / "fw/model/ep_dsp.h").exists()
+        return
+    assert target.device["dsp"] is True and (tmp_path / "fw" / "model" / "ep_dsp.h").is_file()
+    assert "ep_dot_s16s16_4(" in kernels and "ep_dot_s16s16_2(" in kernels  # 8 and 6 output channels
+    assert kernels.count("ep_dot_s16s16_") == info["dsp_calls"] == 2  # one per 3x3 conv; the 1x1 keeps its loops
+    plain = MicroBackend(dsp=False).build(source, target, tmp_path / "plain", samples).info
+    assert "ep_dot_" not in (tmp_path / "plain" / "model" / "ep_kernels.c").read_text()
+    assert plain["vs_reference"]["max_abs_error"] == 0.0
+    assert info["instructions"] * 1.2 < plain["instructions"]  # 1.3x here (8 and 6 channels); 1.8x on the CNN
+
+
+@pytest.mark.cross
+@pytest.mark.parametrize("cpu,smlad", [("cortex-m4", True), ("cortex-m7", True), ("cortex-m3", False),
+                                       ("cortex-m0plus", False)])
+def test_dsp_header_uses_smlad_only_on_dsp_cores(cpu, smlad, tmp_path):
+    """ep_dsp.h compiles without warnings for every core (plain C without the DSP extension); SMLAD only with it."""
+    import shutil
+    import subprocess
+
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc missing (tools/apt-packages.txt)")
+    (tmp_path / "t.c").write_text('#include "ep_dsp.h"\nint32_t f(int16_t* x, int16_t* w, int32_t n, int32_t* a) '
+                                  '{ return ep_dot_s16s16_4(x, w, n, a) + ep_dot_s16s16_2(x, w, n, a); }\n')
+    files = REPO / "edgeprune" / "backends" / "micro" / "files"
+    asm = subprocess.run(["arm-none-eabi-gcc", f"-mcpu={cpu}", "-mthumb", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
+                          f"-I{files}", "-S", "-o", "-", str(tmp_path / "t.c")], capture_output=True, text=True, check=True)
+    assert ("smlad" in asm.stdout) == smlad
+
+
+@pytest.mark.slow
+@qemu
+def test_dsp_falls_back_to_int8_weights_when_int16_ones_do_not_fit(tmp_path):
+    """The micro-kernels read int16 weights (twice the flash): a board too small for them gets int8 weights and
+    TVM's loops instead of a refusal."""
+    from edgeprune.backends.micro import MicroBackend
+    from edgeprune.compile.source import OnnxSource
+
+    path = _quantized(str(FMNIST), tmp_path, {"input": np.load(FMNIST_DATA)["input"][:8]})
+    text = (REPO / "targets" / "cortex-m7-qemu.toml").read_text().replace("flash_bytes = 4194304", "flash_bytes = 150000")
+    (tmp_path / "small.toml").write_text(text)
+    source = OnnxSource(onnx.load(path))
+    info = MicroBackend().build(source, load_target(tmp_path / "small.toml"), tmp_path / "fw", [source.random_feeds(0)]).info
+    assert info["dsp_calls"] == 0 and info["vs_reference"]["max_abs_error"] == 0.0
+    assert info["flash_bytes"] < 150_000 < 2 * info["weight_bytes"]  # int8 weights fit; int16 ones would not
+
+
 @qemu
 def test_huffman_coded_weights_shrink_flash_and_stay_exact(tmp_path, cli):
     """Magnitude-pruned int8 weights code well; the firmware decodes them per layer into the arena."""

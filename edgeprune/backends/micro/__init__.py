@@ -15,7 +15,8 @@ import onnx
 from edgeprune.backends.base import BuildOutput
 from edgeprune.backends.micro import emulate
 from edgeprune.backends.micro.arena import plan_arena
-from edgeprune.backends.micro.kernels import kernels_to_c
+from edgeprune.backends.micro.dsp import widen_weights
+from edgeprune.backends.micro.kernels import DSP_CALL, Kernels, kernels_to_c
 from edgeprune.backends.micro.runner import weight_bytes
 from edgeprune.backends.micro.plan import Program, read_program, relax_lower
 from edgeprune.backends.micro.project import QEMU_MACHINES, Samples, write_project
@@ -37,11 +38,12 @@ TOLERANCE = 1e-4  # relative to the largest reference output, as on the host: fl
 
 
 def code_weights(program: Program) -> None:
-    """Keep every int8 constant Huffman-coded in flash when that makes it smaller (decoded per layer at run time)."""
+    """Keep every integer weight (int8, or int8 values widened to int16 for the DSP micro-kernels) Huffman-coded in
+    flash when that makes it smaller (decoded per layer at run time)."""
     from edgeprune.coding.container import encode_tensors, from_int
 
     for t in program.tensors:
-        if t.role == "const" and t.dtype == "int8" and t.nbytes >= CODED_MIN_BYTES:
+        if t.role == "const" and t.dtype in ("int8", "int16") and t.nbytes >= CODED_MIN_BYTES:
             blob = encode_tensors([from_int(f"w{t.index}", t.value, 1.0)])
             if len(blob) < t.nbytes:
                 t.coded = blob
@@ -70,6 +72,7 @@ class MicroBackend:
     name: str = "micro"
     schedule: bool = True  # False: TVM's naive loop nests (the baseline of tools/bench_mcu.py)
     coded_weights: bool | None = None  # Huffman-coded int8 weights; None: the target's memory.coded_weights
+    dsp: bool | None = None  # SMLAD micro-kernels for int8 convs; None: the target's device.dsp (False: plain C loops)
 
     def check_toolchain(self, target: Target) -> None:
         needed = [*(f"memory.{k}" for k in REQUIRED["memory"] if k not in target.memory),
@@ -89,12 +92,18 @@ class MicroBackend:
                 missing.setdefault(node.op_type, []).append(node.name or f"#{idx}")
         return missing
 
+    def _lower(self, mod, dsp_core: bool) -> tuple[Program, Kernels]:
+        lowered = relax_lower(widen_weights(mod) if dsp_core else mod)
+        return read_program(lowered), kernels_to_c(lowered, self.schedule, dsp_core)
+
     def build(self, source: Source, target: Target, out_dir: Path, samples: list[dict]) -> BuildOutput:
         mod = source.relax_module()
         arithmetic = arithmetic_dtypes(mod)
-        lowered = relax_lower(mod)
-        program = read_program(lowered)
-        kernels = kernels_to_c(lowered, self.schedule)
+        dsp_core = self.schedule and (self.dsp if self.dsp is not None else target.device.get("dsp", False))
+        program, kernels = self._lower(mod, dsp_core)
+        if dsp_core and weight_bytes(program) > target.memory["flash_bytes"]:  # int16 weights too big: try int8 ones
+            dsp_core = False
+            program, kernels = self._lower(mod, dsp_core)
         coded = self.coded_weights if self.coded_weights is not None else target.memory.get("coded_weights", False)
         if coded:
             code_weights(program)
@@ -113,6 +122,7 @@ class MicroBackend:
         instructions = int(round(float(np.mean(run.ticks)) * run.instructions_per_tick))
         return BuildOutput(["Makefile", *[f for f in files if f != "Makefile"]], {
             "firmware": "Makefile", "arithmetic": arithmetic, "layers": len(program.calls),
+            "dsp_calls": len(DSP_CALL.findall(kernels.source)),
             "arena_bytes": arena.size, "peak_live_bytes": arena.peak_live, "workspace_bytes": arena.workspace_peak,
             "weight_bytes": weights, "coded_weights": sum(t.coded is not None for t in program.tensors),
             "flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes,

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 
 PREFIX = "ep_k_"
+DSP_HEADER = "ep_dsp.h"  # the SMLAD micro-kernels (files/), copied into a project whose kernels call them
+DSP_CALL = re.compile(r"\bep_dot_\w+\(")
 # TIR lowering for a single-core CPU without threads, vectors or GPU stages (s_tir's default minus those).
 TIR_PASSES = (("s_tir", "CanonicalizeLoop"), ("s_tir", "LowerInitBlock"), ("s_tir", "PlanAndUpdateBufferAllocationLocation"),
               ("s_tir", "ConvertBlocksToOpaque"), ("s_tir", "CompactBufferAllocation"), ("s_tir", "LowerMatchBuffer"),
@@ -103,8 +105,9 @@ def _on_cpu(func):
     return func.with_body(tirx.AttrStmt(zero, "device_type", tirx.IntImm("int32", 1), stmt))  # kDLCPU
 
 
-def kernels_to_c(mod, schedule: bool = True) -> Kernels:
-    """Every PrimFunc of a lowered module as one C file; `schedule=False` keeps TVM's naive loop nests."""
+def kernels_to_c(mod, schedule: bool = True, dsp_core: bool = False) -> Kernels:
+    """Every PrimFunc of a lowered module as one C file; `schedule=False` keeps TVM's naive loop nests,
+    `dsp_core` lets convolutions call the SMLAD micro-kernels of ep_dsp.h."""
     import tvm
     from tvm import tirx
 
@@ -112,7 +115,7 @@ def kernels_to_c(mod, schedule: bool = True) -> Kernels:
 
     _register_c_math()
     target = tvm.target.Target({"kind": "c"})
-    prims = tvm.IRModule({gv: schedule_kernel(f) if schedule else f
+    prims = tvm.IRModule({gv: schedule_kernel(f, dsp_core) if schedule else f
                           for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)})
     prims = tirx.transform.BindTarget(target)(prims)
     with target:
@@ -124,6 +127,9 @@ def kernels_to_c(mod, schedule: bool = True) -> Kernels:
     plain = tvm.transform.Sequential([tirx.transform.LowerTVMBuiltin(), tirx.transform.LowerIntrin()])(plain)
     text = importlib.import_module("tvm.tirx.build").codegen_build(plain, target).inspect_source()
     text = PRELUDE.format(version=tvm.__version__) + TVM_LINES.sub("", text)
+    if DSP_CALL.search(text):  # defined in the header; TVM declares them again before every caller
+        text = re.sub(r"^TVM_DLL int32_t ep_dot_\w+\([^;{]*\);\n", "", text, flags=re.M)
+        text = text.replace('#include "ep_kernels.h"\n', f'#include "ep_kernels.h"\n#include "{DSP_HEADER}"\n', 1)
     # The codegen closes an int32 function without a return: success is the fall-through (a brace in column 0
     # only ever closes a function in its output; the golden test pins that).
     text = re.sub(r"^}$", "  return 0;\n}", text, flags=re.M)

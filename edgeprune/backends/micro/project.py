@@ -8,7 +8,7 @@ import numpy as np
 
 from edgeprune.backends.micro import runner
 from edgeprune.backends.micro.arena import Arena
-from edgeprune.backends.micro.kernels import Kernels
+from edgeprune.backends.micro.kernels import DSP_CALL, DSP_HEADER, Kernels
 from edgeprune.backends.micro.plan import Program
 from edgeprune.targets import Target
 
@@ -122,6 +122,8 @@ def write_project(out: Path, target: Target, program: Program, arena: Arena, ker
             inputs=", ".join(f"`{i['name']}` {i['dtype']}{i['shape']}" for i in inputs),
             outputs=", ".join(f"`{o['name']}` {o['dtype']}{o['shape']}" for o in outputs)),
     }
+    if DSP_CALL.search(kernels.source):
+        files[f"model/{DSP_HEADER}"] = (FILES / DSP_HEADER).read_text()
     if any(t.coded is not None for t in program.tensors):  # the decoder of the coding package, as it is
         for name in ("ep_huffman.c", "ep_huffman.h"):
             files[f"model/{name}"] = (HUFFMAN_C / name).read_text()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir, tirx
 
+from edgeprune.backends.micro import dsp
 from edgeprune.compile.schedules.common import inline_epilogue
 from edgeprune.compile.schedules.kinds import DATA_PAR, classify
 
@@ -78,15 +79,30 @@ UNROLL_MAX = 7
 COMMON = (_inline_copies, _pad_by_rows, _fold_epilogue)
 STEPS = {"conv2d": (*COMMON, _unroll_window), "depthwise": (*COMMON, _unroll_window), "matmul": (*COMMON, _unroll_window),
          "pool": COMMON, "other": COMMON}
+# Cores with the DSP extension: convolutions reduce a per-pixel column with an SMLAD micro-kernel (dsp.py); when
+# its steps do not fit, the window loops are unrolled as above.
+DSP_STEPS = STEPS | {"conv2d": (_inline_copies, _pad_by_rows, dsp.column_per_pixel, _fold_epilogue, dsp.tensorize_dot,
+                                _unroll_window)}
 
 
-def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
+def _apply(func: tirx.PrimFunc, steps: list) -> tuple[s_tir.Schedule, s_tir.schedule.SBlockRV]:
     sch = s_tir.Schedule(func)
-    anchor = classify(sch)
-    for step in STEPS.get(anchor.kind, ()):
-        saved = sch.copy()
+    block = classify(sch).block
+    for step in steps:
+        step(sch, block)
+    return sch, block
+
+
+def schedule_kernel(func: tirx.PrimFunc, dsp_core: bool = False) -> tirx.PrimFunc:
+    """The steps of the kernel's kind that apply, in order. A failed step may leave half its changes: the schedule
+    is then rebuilt from the steps before it (TVM 0.27 cannot copy a schedule once it has tensorized)."""
+    sch, block = _apply(func, [])
+    done: list = []
+    for step in (DSP_STEPS if dsp_core else STEPS).get(classify(sch).kind, ()):
         try:
-            step(sch, anchor.block)
-        except (s_tir.ScheduleError, tvm.error.InternalError):
-            sch = saved
+            step(sch, block)
+        except (s_tir.ScheduleError, tvm.error.InternalError, ValueError):  # ValueError: block tensorized away
+            sch, block = _apply(func, done)
+            continue
+        done.append(step)
     return sch.mod["main"]

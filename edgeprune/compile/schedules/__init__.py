@@ -43,7 +43,7 @@ def schedule_module(mod: tvm.IRModule, machine: Machine) -> tvm.IRModule:
             continue
         try:
             rule(sch, anchor, machine)
-        except (s_tir.ScheduleError, tvm.error.TVMError):  # an unforeseen shape: keep TVM's loops
+        except (RuntimeError, ValueError):  # ScheduleError and TVM's errors: an unforeseen shape keeps TVM's loops
             continue
         mod[gvar] = sch.mod["main"]
     return mod
@@ -56,7 +56,7 @@ def prepare_passes(target: Target) -> list[tvm.transform.Pass]:
     tvm_target = target.tvm_target()
     return [
         *stages.library_dispatch_passes(tvm_target),
-        pad_conv_channels(machine_for(target).lanes),
+        pad_conv_channels(machine_for(target).lanes, pairs=machine_for(target).pair_dot is not None),
         *stages.legalize_passes(tvm_target),
         relax.transform.AttachAttrLayoutFreeBuffers(),
     ]

@@ -3,32 +3,107 @@
 For a dense (or grouped) conv the inner loop broadcasts one input pixel and multiplies it by a vector
 of output channels' weights, so the weights are repacked at compile time to [K/lanes, KH, KW, C, lanes]
 (zero-padded when K is not a multiple of lanes) and the accumulators of a `vecs x pixels` tile stay in
-registers for the whole reduction. Depthwise convs have no channel reduction to amortize a broadcast
-over; they keep TVM's loop nest and only run in parallel.
+registers for the whole reduction. int8 convs on x86 (int16 data x int8 weights after the integer lowering)
+take the pair intrinsic instead: two input channels per lane and instruction (pmaddwd), with channel pairs
+made adjacent in the data and the weights. Depthwise convs have no channel reduction to amortize a
+broadcast over; they keep TVM's loop nest and only run in parallel.
 """
 from __future__ import annotations
 
 from tvm import s_tir
 
-from edgeprune.compile.schedules.common import (inline_epilogue, inline_producers, parallel_outer, prepack, read_index,
-                                                worth_parallel)
+from edgeprune.compile.schedules.common import (inline_epilogue, inline_producers, parallel_outer, parallel_vectorize,
+                                                prepack, read_index, worth_parallel)
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 
 
-def _register_tile(channels: int, width: int, lanes: int, registers: int) -> tuple[int, int]:
+def _register_tile(channels: int, width: int, lanes: int, registers: int, integer: bool = False) -> tuple[int, int]:
     """(channel vectors, pixels) of the accumulator tile: the most FMAs per step that fit in the registers
     next to the weight vectors and one broadcast, then the fewest loads. Pixel counts divide the row (a
     ragged tile puts a branch in the inner loop); at most two weight vectors, since deep layers stream
     their weights from L2 and a tile of fewer pixels reuses each less (measured: 256x14x14 ran 1.8x
-    faster as 1x7 than as 4x2)."""
+    faster as 1x7 than as 4x2). Integer tiles keep every pixel's broadcast in a register of its own (LLVM
+    hoists them: seen in the assembly, a 2x14 int tile spilled on AArch64 where 2x8 did not)."""
+    def fits(vecs: int, pixels: int) -> bool:
+        return vecs * pixels + vecs + (pixels if integer else 1) + 1 <= registers
+
     tiles = [(vecs, pixels) for vecs in (1, 2) if channels % (vecs * lanes) == 0
-             for pixels in range(1, min(width, (registers - 2 - vecs) // vecs) + 1) if width % pixels == 0]
+             for pixels in range(1, width + 1) if width % pixels == 0 and fits(vecs, pixels)]
     return max(tiles, key=lambda t: (t[0] * t[1], -t[0] - t[1]), default=(1, 1))
+
+
+def _pairs(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> bool:
+    """Whether the conv is an int16 x int8 one the pair intrinsic can run: an even channel reduction (the
+    padding pass makes it so) over the data's channel axis itself, i.e. not grouped."""
+    block = sch.get(anchor.block)
+    data = next(r for r in block.reads if not r.source.same_as(anchor.weight.source))
+    rc = block.iter_vars[4]
+    return (machine.pair_dot is not None and str(data.source.dtype) == "int16"
+            and str(anchor.weight.source.dtype) == "int8" and int(rc.dom.extent) % 2 == 0
+            and data.region[1].min.same_as(rc.var))
+
+
+def _window(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> int:
+    return int(sch.get(block).iter_vars[5].dom.extent) * int(sch.get(block).iter_vars[6].dom.extent)
+
+
+def schedule_conv2d_pairs(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
+    """int16 x int8 convs on the pair intrinsic: channel pairs adjacent in a copy of the data ([N, H, W, C/2, 2],
+    or [N, C/2, H, W, 2] for 1x1 kernels; made per call, padding folded in) and in the weights
+    ([K/lanes, KH, KW, C/2, lanes, 2], packed at compile time); the accumulator tile keeps channels innermost
+    so each lane vector is contiguous."""
+    block = anchor.block
+    lanes = machine.lanes
+    out_channels = int(sch.get(block).iter_vars[1].dom.extent)
+    weight = read_index(sch, block, anchor.weight)
+    data = 1 - weight
+    inline_producers(sch, block, lanes)
+    if not prepack(sch, block, weight, lambda k, c, y, x: (k // lanes, y, x, c // 2, k % lanes, c % 2),
+                   pad=out_channels % lanes != 0):
+        return
+    copy = sch.cache_read(block, data, "global")
+    for producer in sch.get_producers(copy):  # the padding stage: a branch in the copy, not in the MACs
+        sch.compute_inline(producer)
+    if _window(sch, block) > 1:  # a pixel's channel pairs side by side: the reduction walks memory in order
+        sch.transform_layout(block, ("read", data), lambda n, c, y, x: (n, y, x, c // 2, c % 2))
+        n, c, y, x = sch.get_loops(copy)
+        sch.reorder(n, y, x, c)  # written in order, read across channel planes
+    else:  # 1x1: the reduction is all channels, and transposing them costs more than it saves (measured)
+        sch.transform_layout(block, ("read", data), lambda n, c, y, x: (n, c // 2, y, x, c % 2))
+    parallel_vectorize(sch, copy, 2)
+    acc = sch.cache_write(block, 0, "local")
+    sch.transform_layout(block, ("write", 0), lambda n, k, y, x: (n, y, x, k))
+    sliced = inline_epilogue(sch, acc)
+    n, k, y, x, rc, ry, rx = sch.get_loops(block)
+    vecs, pixels = _register_tile(out_channels, int(sch.get(x).extent), lanes, machine.registers, integer=True)
+    po, pi = sch.split(x, [None, pixels])
+    ko, kv, ki = sch.split(k, [None, vecs, lanes])
+    rco, rci = sch.split(rc, [None, 2])
+    sch.reorder(n, ko, y, po, ry, rx, rco, kv, pi, ki, rci)
+    sch.reverse_compute_at(acc, po)
+    store = acc
+    if sliced is not None:
+        sch.reverse_compute_at(sliced, po)
+        sch.compute_inline(acc)
+        store = sliced
+    if worth_parallel(sch, block):
+        sch.parallel(sch.fuse(n, ko, y, po))
+    sch.unroll(pi)
+    sch.unroll(kv)
+    sch.decompose_reduction(block, ry)
+    sch.tensorize(ki, machine.pair_dot)
+    channels, pixel = sch.get_loops(store)[-2:]
+    if int(sch.get(channels).extent) % lanes == 0:  # the requantization, a vector of channels at a time
+        outer, inner = sch.split(channels, [None, lanes])
+        sch.reorder(outer, pixel, inner)
+        sch.vectorize(inner)
 
 
 def schedule_conv2d(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
     """Dense and grouped convs, any kernel, stride and padding; the epilogue is applied as the tile is stored."""
+    if _pairs(sch, anchor, machine):
+        return schedule_conv2d_pairs(sch, anchor, machine)
     block = anchor.block
     lanes = machine.lanes
     out_channels = int(sch.get(block).iter_vars[1].dom.extent)
@@ -39,7 +114,8 @@ def schedule_conv2d(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> No
     acc = sch.cache_write(block, 0, "local")
     sliced = inline_epilogue(sch, acc)
     n, k, y, x, rc, ry, rx = sch.get_loops(block)
-    vecs, pixels = _register_tile(out_channels, int(sch.get(x).extent), lanes, machine.registers)
+    integer = str(sch.get(block).body.value.ty) == "int32"
+    vecs, pixels = _register_tile(out_channels, int(sch.get(x).extent), lanes, machine.registers, integer)
     po, pi = sch.split(x, [None, pixels])
     ko, kv, ki = sch.split(k, [None, vecs, lanes])
     sch.reorder(n, ko, y, po, ry, rx, rc, kv, pi, ki)  # window outside: LLVM unrolls short inner loops and spills

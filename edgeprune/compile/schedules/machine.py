@@ -1,4 +1,4 @@
-"""What the schedules need to know about the CPU: vector lanes, vector registers."""
+"""What the schedules need to know about the CPU: vector lanes, vector registers, int8 dot instructions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,10 +8,11 @@ from edgeprune.targets import Target
 
 @dataclass(frozen=True)
 class Machine:
-    """Tile sizes follow from these two numbers; everything else is left to LLVM."""
+    """Tile sizes follow from the first two; `pair_dot` names the int16-pair tensor intrinsic, if any."""
 
     vector_bits: int
     registers: int
+    pair_dot: str | None = None
 
     @property
     def lanes(self) -> int:
@@ -20,9 +21,14 @@ class Machine:
 
 
 def machine_for(target: Target) -> Machine:
-    """AVX-512 and AArch64 have 32 vector registers; AVX2 and 32-bit NEON have 16."""
+    """AVX-512 and AArch64 have 32 vector registers; AVX2 and 32-bit NEON have 16. x86 with AVX2 or AVX-512
+    has pmaddwd; on ARM, LLVM makes smlal of the plain widening loop, so there is no intrinsic to name."""
     import platform
+
+    from edgeprune.compile.schedules.intrinsics import pair_dot
 
     bits = target.vector_bits
     arch = (target.tvm.get("mtriple") or platform.machine()).lower()
-    return Machine(bits, 32 if bits >= 512 or arch.startswith(("aarch64", "arm64")) else 16)
+    x86 = arch.startswith(("x86_64", "amd64"))
+    return Machine(bits, 32 if bits >= 512 or arch.startswith(("aarch64", "arm64")) else 16,
+                   pair_dot(bits) if x86 else None)

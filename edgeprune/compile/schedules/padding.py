@@ -5,6 +5,10 @@ lanes; a ragged last vector would need a per-lane bounds check in the inner loop
 compiles as scalar code (measured 13x slower). Padding the constant weight with zero filters and
 slicing the extra channels off afterwards costs at most lanes - 1 wasted filters instead; FuseOps keeps
 the slice in the conv's function, where the conv rule stores each tile through it.
+
+The int8 pair intrinsic (intrinsics.py) reduces input channels two at a time: an int16 x int8 conv with
+an odd channel count (an RGB stem, a pruned layer) gets one zero input channel and one zero weight
+channel, which FuseOps also keeps inside the conv's function.
 """
 from __future__ import annotations
 
@@ -14,22 +18,25 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 
-def pad_conv_channels(lanes: int) -> tvm.transform.Pass:
-    """The pass, for a given vector width in elements."""
+def pad_conv_channels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
+    """The pass, for a given vector width in elements; `pairs`: also make int16 x int8 reductions even."""
     data, weight = wildcard(), is_const()
     pattern = is_op("relax.nn.conv2d")(data, weight)
 
     def rewrite(call: relax.Call, matches: dict) -> relax.Expr:
         attrs = call.attrs
         w = matches[weight].value.numpy()
+        x = matches[data]
         extra = -w.shape[0] % lanes
+        odd = pairs and w.shape[1] % 2 and str(x.ty.dtype) == "int16" and str(w.dtype) == "int8"
         layouts = (attrs.data_layout, attrs.kernel_layout, attrs.out_layout)
-        if extra == 0 or attrs.groups != 1 or layouts != ("NCHW", "OIHW", "NCHW"):
+        if not (extra or odd) or attrs.groups != 1 or layouts != ("NCHW", "OIHW", "NCHW"):
             return call
-        padded = np.concatenate([w, np.zeros((extra, *w.shape[1:]), w.dtype)])
-        conv = relax.op.nn.conv2d(matches[data], relax.const(padded), attrs.strides, attrs.padding, attrs.dilation, 1,
+        w = np.pad(w, [(0, extra), (0, int(odd)), (0, 0), (0, 0)])
+        x = relax.op.nn.pad(x, [0, 0, 0, int(odd), 0, 0, 0, 0]) if odd else x
+        conv = relax.op.nn.conv2d(x, relax.const(w), attrs.strides, attrs.padding, attrs.dilation, 1,
                                   "NCHW", "OIHW", "NCHW", attrs.out_dtype)
-        return relax.op.strided_slice(conv, axes=[1], begin=[0], end=[w.shape[0]])
+        return relax.op.strided_slice(conv, axes=[1], begin=[0], end=[w.shape[0] - extra]) if extra else conv
 
     @relax.transform.function_pass(opt_level=0, name="edgeprune.PadConvChannels")
     def run(func: relax.Function, _mod, _ctx) -> relax.Function:
