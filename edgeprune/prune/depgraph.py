@@ -18,7 +18,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from edgeprune.errors import UserError
-from edgeprune.prune.rules import RULES, Rule
+from edgeprune.prune.rules import GROUPED_CONV, RULES, Rule
 
 
 @dataclass
@@ -64,8 +64,11 @@ class Group:
 class DepGraph:
     """Channel spaces, ties and groups of one gs.Graph; also applies a removal to that graph."""
 
-    def __init__(self, graph: gs.Graph, protect: tuple[str, ...] | list[str] = (), rules: dict[str, Rule] = RULES):
-        self.graph, self.opset, self.rules = graph, graph.opset, rules
+    def __init__(self, graph: gs.Graph, protect: tuple[str, ...] | list[str] = (), rules: dict[str, Rule] = RULES,
+                 grouped_conv: str = "equal"):
+        if grouped_conv not in GROUPED_CONV:
+            raise UserError(f"grouped conv '{grouped_conv}': expected one of {', '.join(GROUPED_CONV)}")
+        self.graph, self.opset, self.rules, self.grouped_conv = graph, graph.opset, rules, grouped_conv
         self.spaces: dict[str, Space] = {}
         self.params: list[ParamSlice] = []
         self.reasons: dict[str, list[str]] = {}
@@ -267,14 +270,17 @@ def _name(node: gs.Node) -> str:
     return node.name or node.outputs[0].name
 
 
-def build(model: onnx.ModelProto, protect: tuple[str, ...] | list[str] = ()) -> DepGraph:
-    """Dependency graph of a model (shape inference runs on a copy; the model is not changed)."""
+def build(model: onnx.ModelProto, protect: tuple[str, ...] | list[str] = (), grouped_conv: str = "equal") -> DepGraph:
+    """Dependency graph of a model (shape inference runs on a copy; the model is not changed).
+
+    `grouped_conv` (a key of rules.GROUPED_CONV): equal counts per group, or whole groups.
+    """
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"structured pruning needs shape inference, which failed: {line}") from None
-    return DepGraph(gs.import_onnx(inferred), protect)
+    return DepGraph(gs.import_onnx(inferred), protect, grouped_conv=grouped_conv)
 
 
 def _ranges(indices: np.ndarray) -> str:

@@ -6,6 +6,11 @@ Layers go in topological order, each seeing the already refit ones before it. On
 positions per sample are used, and only the normal equations (X'X, X'Y) are kept, so memory grows
 with the layer's fan-in, not with the data. A solution that fits worse than the pruned weights on
 those positions is not taken, so no layer's error grows at that point.
+
+With `relu=True`, a layer whose output goes only through a BatchNormalization into a Relu is fit
+where it matters: where the original's ReLU outputs zero, any value below the ReLU's threshold is
+as good as the original's, so those targets are replaced by the fit's own value when it stays
+below the threshold, else by the threshold (iterated least squares on the ReLU's output error).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class LayerReport:
     error_pruned: float  # ||Y - Y_orig|| / ||Y_orig|| of plain pruning, on the sampled positions
     error_reconstructed: float  # the same after reconstruction (equal to error_pruned when skipped)
     skipped: str = ""  # why the layer was left as pruned
+    relu: bool = False  # fit on the output of the Relu after it (reconstruct(relu=True)); errors stay pre-ReLU
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -123,6 +129,45 @@ def _readers(model: onnx.ModelProto, name: str) -> int:
     return sum(t == name for n in model.graph.node for t in n.input)
 
 
+RELU_ITERATIONS = 4  # refits on the ReLU-aware targets; the error falls most in the first two
+RELU_MAX_ROWS = 1 << 24  # fan-in x sampled rows kept in memory (float32) for those refits; larger layers skip them
+
+
+def _only_reader(model: onnx.ModelProto, name: str) -> onnx.NodeProto | None:
+    if any(o.name == name for o in model.graph.output):
+        return None
+    readers = [n for n in model.graph.node if name in n.input]
+    return readers[0] if len(readers) == 1 else None
+
+
+def _relu_floor(model: onnx.ModelProto, node: onnx.NodeProto) -> np.ndarray | None:
+    """Per output channel, the layer's value below which the Relu after it (via one BatchNormalization or
+    none) outputs 0; None when the output goes anywhere else (a residual Add, several readers)."""
+    after = _only_reader(model, node.output[0])
+    if after is None or after.op_type not in ("BatchNormalization", "Relu"):
+        return None
+    if after.op_type == "Relu":
+        return np.zeros(1)
+    inits = {i.name: i for i in model.graph.initializer}
+    relu = _only_reader(model, after.output[0])
+    if relu is None or relu.op_type != "Relu" or not all(n in inits for n in after.input[1:5]):
+        return None
+    gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in after.input[1:5])
+    eps = next((a.f for a in after.attribute if a.name == "epsilon"), 1e-5)
+    return mean - beta * np.sqrt(var + eps) / gamma if np.all(gamma > 0) else None
+
+
+def _relu_fit(x: np.ndarray, y: np.ndarray, floor: np.ndarray, gram: np.ndarray, candidates: list[np.ndarray],
+              ridge: float, bias: bool) -> np.ndarray:
+    """Of the candidates and the last one refit to ReLU-aware targets, the weights whose ReLU output is closest."""
+    dead = y <= floor
+    w = candidates[-1]
+    for _ in range(RELU_ITERATIONS):
+        w = _solve(gram, x.T @ np.where(dead, np.minimum(x @ w, floor), y), ridge, bias)
+    errors = [float(np.sum((np.maximum(x @ v, floor) - np.maximum(y, floor)) ** 2)) for v in [*candidates, w]]
+    return [*candidates, w][int(np.argmin(errors))]
+
+
 def _outputs_of(model: onnx.ModelProto, names: list[str]) -> tuple[onnx.ModelProto, list[str]]:
     """A copy that also returns the named intermediate tensors."""
     out = onnx.ModelProto()
@@ -183,8 +228,10 @@ def _targets(original: onnx.ModelProto, pruned: onnx.ModelProto, layers: list[_L
     return targets
 
 
-def _refit(model: onnx.ModelProto, layer: _Layer, target: _Target, samples: Samples, ridge: float) -> LayerReport:
-    """Solve the layer (per group) on what `model` feeds it now; write the weights if they fit better."""
+def _refit(model: onnx.ModelProto, layer: _Layer, target: _Target, samples: Samples, ridge: float,
+           relu: bool = False) -> LayerReport:
+    """Solve the layer (per group) on what `model` feeds it now; write the weights if they fit better
+    (on the ReLU's output, with `relu`, where one follows)."""
     node = layer.node
     y_all = np.concatenate(target.rows)
     norm = float(np.sum(y_all ** 2)) or 1.0
@@ -197,6 +244,8 @@ def _refit(model: onnx.ModelProto, layer: _Layer, target: _Target, samples: Samp
     out = len(w) // groups
     dim = fan_in + layer.has_bias
     gram, cross = np.zeros((groups, dim, dim)), np.zeros((groups, dim, out))
+    floor = _relu_floor(model, node) if relu and groups == 1 and len(y_all) * dim <= RELU_MAX_ROWS else None
+    kept = []
     for k, values in enumerate(_stream(model, samples, [node.input[0]])):
         x = layer.inputs(values[node.input[0]], target.shapes[k], target.picked[k])
         x = x.reshape(len(x), groups, fan_in)
@@ -205,22 +254,30 @@ def _refit(model: onnx.ModelProto, layer: _Layer, target: _Target, samples: Samp
         y = target.rows[k].reshape(len(x), groups, out)
         gram += np.einsum("pgi,pgj->gij", x, x)
         cross += np.einsum("pgi,pgo->gio", x, y)
+        if floor is not None:
+            kept.append(x[:, 0].astype(np.float32))
     current = np.concatenate([w.reshape(groups, out, fan_in), b.reshape(groups, out, 1)], axis=2)
     current = current[:, :, :dim].transpose(0, 2, 1)  # as the solver's [fan-in (+ bias), out] per group
     solved = np.stack([_solve(gram[g], cross[g], ridge, layer.has_bias) for g in range(groups)])
-    err_now, err_new = (_sq_error(gram, cross, v) + norm for v in (current, solved))
-    if err_new < err_now:
-        new_w = solved[:, :fan_in].transpose(0, 2, 1).reshape(len(w), fan_in)
-        layer.set_weights(model, new_w, solved[:, fan_in].reshape(-1) if layer.has_bias else b)
-    return LayerReport(node.name, node.op_type, before, float(np.sqrt(max(min(err_new, err_now), 0.0) / norm)))
+    best = solved if _sq_error(gram, cross, solved) < _sq_error(gram, cross, current) else current
+    if floor is not None:
+        best = _relu_fit(np.concatenate(kept), y_all, floor, gram[0], [current[0], best[0]], ridge,
+                         layer.has_bias)[None]
+    if best is not current:
+        new_w = best[:, :fan_in].transpose(0, 2, 1).reshape(len(w), fan_in)
+        layer.set_weights(model, new_w, best[:, fan_in].reshape(-1) if layer.has_bias else b)
+    error = _sq_error(gram, cross, best) + norm
+    return LayerReport(node.name, node.op_type, before, float(np.sqrt(max(error, 0.0) / norm)), relu=floor is not None)
 
 
 def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, removed: dict[str, list[int]], samples: Samples,
-                rows: int = 16384, ridge: float = 1e-3, seed: int = 0) -> tuple[onnx.ModelProto, list[LayerReport]]:
+                rows: int = 16384, ridge: float = 1e-3, seed: int = 0,
+                relu: bool = False) -> tuple[onnx.ModelProto, list[LayerReport]]:
     """Refit every Conv/Gemm/MatMul of `pruned` whose input lost channels (`removed`, as PruneReport.removed).
 
     `rows`: output positions sampled per layer over all `samples`; `ridge`: shrinkage relative to the
-    mean input energy, which keeps nearly collinear channels from blowing up the weights.
+    mean input energy, which keeps nearly collinear channels from blowing up the weights; `relu`:
+    layers followed by (BatchNormalization and) Relu are fit on the ReLU's output (module doc).
     """
     model = onnx.ModelProto()
     model.CopyFrom(pruned)
@@ -229,7 +286,7 @@ def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, removed: dic
         return model, []
     layers = [_Layer(model, n, removed.get(n.output[0], [])) for n in nodes]
     targets = _targets(original, model, layers, samples, rows, seed)
-    return model, [_refit(model, layer, target, samples, ridge) for layer, target in zip(layers, targets)]
+    return model, [_refit(model, layer, target, samples, ridge, relu) for layer, target in zip(layers, targets)]
 
 
 @dataclass

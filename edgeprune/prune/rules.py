@@ -107,6 +107,21 @@ def _tie_groups(node: gs.Node, g: "DepGraph", groups: int, per_in: int, per_out:
         g.tie(node.outputs[0], np.arange(per_out), node.outputs[0], k * per_out + np.arange(per_out))
 
 
+def _tie_whole_groups(node: gs.Node, g: "DepGraph", groups: int, per_in: int, per_out: int) -> None:
+    """Group k's inputs and outputs are one unit (ResNeXt cardinality): `group` shrinks, kept groups stay whole."""
+    for k in range(groups):
+        first_in, first_out = k * per_in, k * per_out
+        g.tie(node.inputs[0], first_in + np.arange(per_in), node.inputs[0], np.full(per_in, first_in))
+        g.tie(node.outputs[0], first_out + np.arange(per_out), node.outputs[0], np.full(per_out, first_out))
+        g.tie(node.inputs[0], [first_in], node.outputs[0], [first_out])
+
+
+GROUPED_CONV = {  # how a grouped (not depthwise) Conv loses channels; the user picks (prune --grouped-conv)
+    "equal": _tie_groups,  # the same positions from every group: `group` stays, each group narrows
+    "whole": _tie_whole_groups,  # whole groups: `group` shrinks; the weights reading them go with their filters
+}
+
+
 def _conv_couple(node: gs.Node, g: "DepGraph") -> None:
     operands = _conv_operands(node, g)
     if operands is None:
@@ -123,9 +138,10 @@ def _conv_couple(node: gs.Node, g: "DepGraph") -> None:
     elif per_in == 1:  # depthwise (with multiplier): input channel i feeds outputs i*m..i*m+m-1
         ins = np.repeat(np.arange(groups), per_out)
         g.tie(node.inputs[0], ins, node.outputs[0], np.arange(groups * per_out))
-    else:  # grouped: position j inside every group is removed together, so groups stay equal
-        _tie_groups(node, g, groups, per_in, per_out)
-        g.param(node, w, node.inputs[0], axis=1, role="in", index=np.arange(x.size) % per_in)
+    else:
+        GROUPED_CONV[g.grouped_conv](node, g, groups, per_in, per_out)
+        if g.grouped_conv == "equal":  # whole groups: the filters reading a removed group are removed themselves
+            g.param(node, w, node.inputs[0], axis=1, role="in", index=np.arange(x.size) % per_in)
 
 
 def _conv_rewrite(node: gs.Node, g: "DepGraph") -> None:
@@ -143,6 +159,8 @@ def _conv_rewrite(node: gs.Node, g: "DepGraph") -> None:
         _slice_const(node, 1, 1, kept_in)
     elif per_in == 1:
         node.attrs["group"] = len(kept_in)
+    elif g.grouped_conv == "whole":
+        node.attrs["group"] = len(kept_in) // per_in
     else:
         _slice_const(node, 1, 1, kept_in[kept_in < per_in])
 

