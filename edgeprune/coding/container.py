@@ -5,7 +5,7 @@ tensor by tensor into a scratch buffer, so it is laid out to be read front to ba
 and no allocation. FORMAT.md has the rationale and the validation rules. All integers are
 little-endian; f32 is IEEE-754 binary32; u8/u16/u32 unsigned, i8/i32 two's complement.
 
-    container := magic "EPHC" | version u16 (=1) | n_tensors u32 | record * n_tensors   (nothing after)
+    container := magic "EPHC" | version u16 (=2; 1 read) | n_tensors u32 | record * n_tensors   (nothing after)
     record    := body_len u32 | body (body_len bytes) | crc u32 (zlib.crc32 of body)
     body      := name_len u16 | name (UTF-8) | dtype u8 | ndim u8 (<= 8) | dims u32 * ndim
                  | quant | coding                                        (nothing after)
@@ -18,7 +18,7 @@ little-endian; f32 is IEEE-754 binary32; u8/u16/u32 unsigned, i8/i32 two's compl
                | 1 fill u16 | stream(gaps) | stream(values)              sparse (Deep Compression's relative
                                                                          indices): the same number of gaps and
                                                                          values; positions not listed hold fill
-    stream    := n_symbols u32 | sym_bytes u8 (1|2) | max_len u8 (<= 16) | count u32 * max_len
+    stream    := n_symbols u32 | sym_bytes u8 (1|2|0x81) | max_len u8 (<= 16) | count u32 * max_len
                  | symbol (u8 or u16 per sym_bytes) * n_used | interval u32 (>= 1)
                  | sync u32 * n_sync | n_bytes u32 | bits (n_bytes bytes)
 
@@ -33,6 +33,11 @@ then value) and n_used = sum(count); with max_len 0 every symbol equals the one 
 complete prefix code (Kraft sum 1) and the longest length must be used. Bits are MSB-first and
 the last byte is zero-padded; n_bytes = ceil(bits / 8). sync[i] is the bit offset of symbol
 (i + 1) * interval; n_sync = ceil(n_symbols / interval) - 1 (0 for an empty stream).
+
+Paired stream (sym_bytes 0x81, version 2): the code's symbols are u16 pairs first * 256 + second of
+1-byte symbols; n_symbols still counts the symbols, everything above (n_used, sync points, "decodes
+to exactly") counts the ceil(n_symbols / 2) pairs, and an odd stream's last pair ends in a padding
+symbol the decoders drop. The encoder pairs a stream only where that makes it smaller.
 """
 from __future__ import annotations
 
@@ -47,7 +52,9 @@ from edgeprune.coding import huffman
 from edgeprune.errors import UserError
 
 MAGIC = b"EPHC"
-VERSION = 1
+VERSION = 2  # written; 1 (no paired streams) is still read
+READABLE = (1, 2)
+PAIRED = 0x80  # stream flag in sym_bytes (version 2): the code's symbols are pairs of 1-byte symbols
 MAX_DIMS = 8
 DTYPES = {1: np.dtype(np.int8), 2: np.dtype(np.uint8), 3: np.dtype(np.int16), 4: np.dtype(np.uint16)}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
@@ -100,6 +107,7 @@ class TensorStats:
     huffman_bits: int  # all streams, without byte padding
     entropy_bits: float  # Shannon bound of the same streams, symbol by symbol
     record_bytes: int  # record on disk: header, code tables, sync points, bits, CRC
+    paired_streams: int = 0  # streams coded two symbols at a time (version 2)
 
 
 def from_int(name: str, q: np.ndarray, scale: np.ndarray | float, zero_point: np.ndarray | int = 0,
@@ -167,8 +175,8 @@ def decode_container(data: bytes, source: str = "container", max_elements: int =
     if r.take(4, "magic") != MAGIC:
         raise UserError(f"{source}: not an EPHC container (bad magic)")
     version, n_tensors = r.unpack("<HI", "header")
-    if version != VERSION:
-        raise UserError(f"{source}: unsupported EPHC version {version} (this edgeprune reads {VERSION})")
+    if version not in READABLE:
+        raise UserError(f"{source}: unsupported EPHC version {version} (this edgeprune reads {READABLE})")
     tensors = []
     for index in range(n_tensors):
         where = f"{source}: tensor {index}"
@@ -177,7 +185,7 @@ def decode_container(data: bytes, source: str = "container", max_elements: int =
         (crc,) = r.unpack("<I", f"CRC of tensor {index}")
         if zlib.crc32(body) != crc:
             raise UserError(f"{where}{_name_hint(body)}: CRC mismatch, the data is corrupt")
-        tensors.append(_parse_body(_Reader(body, where, malformed=True), max_elements))
+        tensors.append(_parse_body(_Reader(body, where, malformed=True), max_elements, version))
     if r.pos != len(r.data):
         raise UserError(f"{source}: {len(r.data) - r.pos} unexpected bytes after the last tensor")
     return tensors
@@ -230,10 +238,10 @@ def _record(t: CodedTensor, max_len: int, max_gap: int) -> tuple[bytes, TensorSt
         raise UserError(f"{t.name}: coding {t.coding!r} is not dense, sparse or auto")
     options = [_coded(t.name, c, symbols, values.itemsize, max_len, max_gap) for c in CODINGS
                if t.coding in ("auto", c)]
-    coding, payload, n_symbols, bits, entropy = min(options, key=lambda o: len(o[1]))
+    coding, payload, n_symbols, bits, entropy, paired = min(options, key=lambda o: len(o[1]))
     body = head + struct.pack("<B", CODINGS[coding]) + payload
     record = struct.pack("<I", len(body)) + body + struct.pack("<I", zlib.crc32(body))
-    return record, TensorStats(t.name, coding, values.size, n_symbols, bits, entropy, len(record))
+    return record, TensorStats(t.name, coding, values.size, n_symbols, bits, entropy, len(record), paired)
 
 
 def _quant_bytes(name: str, values: np.ndarray, quant: Affine | Codebook | None) -> bytes:
@@ -255,11 +263,11 @@ def _quant_bytes(name: str, values: np.ndarray, quant: Affine | Codebook | None)
 
 
 def _coded(name: str, coding: str, symbols: np.ndarray, sym_bytes: int, max_len: int,
-           max_gap: int) -> tuple[str, bytes, int, int, float]:
-    """(coding, payload, value symbols, Huffman bits, entropy bits) of one way to code a tensor."""
+           max_gap: int) -> tuple[str, bytes, int, int, float, int]:
+    """(coding, payload, value symbols, Huffman bits, entropy bits, paired streams) of one way to code a tensor."""
     if coding == "dense":
-        payload, bits, entropy = _stream_bytes(name, symbols, sym_bytes, max_len)
-        return coding, payload, symbols.size, bits, entropy
+        payload, bits, entropy, paired = _stream_bytes(name, symbols, sym_bytes, max_len)
+        return coding, payload, symbols.size, bits, entropy, int(paired)
     fill = int(np.argmax(np.bincount(symbols))) if symbols.size else 0
     listed = np.flatnonzero(symbols != fill)
     skipped = np.diff(listed, prepend=-1) - 1
@@ -268,24 +276,48 @@ def _coded(name: str, coding: str, symbols: np.ndarray, sym_bytes: int, max_len:
     gaps = np.full(int(real[-1]) + 1 if real.size else 0, max_gap - 1, np.int64)
     entries = np.full(gaps.size, fill, symbols.dtype)
     gaps[real], entries[real] = skipped - fillers * max_gap, symbols[listed]
-    gap_stream, gap_bits, gap_entropy = _stream_bytes(name, gaps, 1 if max_gap <= 256 else 2, max_len)
-    value_stream, value_bits, value_entropy = _stream_bytes(name, entries, sym_bytes, max_len)
+    gap_stream, gap_bits, gap_entropy, gaps_paired = _stream_bytes(name, gaps, 1 if max_gap <= 256 else 2, max_len)
+    value_stream, value_bits, value_entropy, values_paired = _stream_bytes(name, entries, sym_bytes, max_len)
     return (coding, struct.pack("<H", fill) + gap_stream + value_stream, entries.size,
-            gap_bits + value_bits, gap_entropy + value_entropy)
+            gap_bits + value_bits, gap_entropy + value_entropy, gaps_paired + values_paired)
 
 
-def _stream_bytes(name: str, symbols: np.ndarray, sym_bytes: int, max_len: int) -> tuple[bytes, int, float]:
-    code, stream = huffman.encode(symbols, max_len)
+def _stream_bytes(name: str, symbols: np.ndarray, sym_bytes: int, max_len: int) -> tuple[bytes, int, float, bool]:
+    """The smaller of coding symbols one by one and (1-byte symbols) in pairs; entropy of the symbols one by one.
+
+    A Huffman code spends up to a bit per symbol over the entropy when one symbol is likely (p > 0.4
+    costs a whole bit); coding pairs halves that redundancy per symbol, for a code table of up to
+    65536 pair symbols instead of 256, so it is taken only where the whole stream gets smaller.
+    """
+    options = [(*_stream_option(name, symbols, sym_bytes, max_len, paired), paired)
+               for paired in (False, True) if not paired or (sym_bytes == 1 and symbols.size >= 2)]
+    payload, bits, paired = min(options, key=lambda o: len(o[0]))  # single coding on a tie
+    return payload, bits, huffman.entropy_bits(symbols), paired
+
+
+def _stream_option(name: str, symbols: np.ndarray, sym_bytes: int, max_len: int, paired: bool) -> tuple[bytes, int]:
+    """(stream bytes, Huffman bits) of one way to code a stream; n_symbols always counts the original symbols."""
+    coded = pairs_of(symbols) if paired else symbols
+    code, stream = huffman.encode(coded, max_len)
     if len(stream.data) >= MAX_STREAM_BYTES:
         raise UserError(f"{name}: {len(stream.data)} coded bytes, a container stream holds less than 2**29")
-    parts = [struct.pack("<IBB", stream.n_symbols, sym_bytes, code.max_len), code.length_counts().astype("<u4"),
-             code.symbols.astype(f"<u{sym_bytes}"), struct.pack("<I", stream.interval), stream.sync.astype("<u4"),
-             struct.pack("<I", len(stream.data)), stream.data]
-    return (b"".join(p if isinstance(p, bytes) else p.tobytes() for p in parts), huffman.coded_bits(code, symbols),
-            huffman.entropy_bits(symbols))
+    parts = [struct.pack("<IBB", symbols.size, sym_bytes | (PAIRED if paired else 0), code.max_len),
+             code.length_counts().astype("<u4"), code.symbols.astype(f"<u{2 if paired else sym_bytes}"),
+             struct.pack("<I", stream.interval), stream.sync.astype("<u4"), struct.pack("<I", len(stream.data)),
+             stream.data]
+    return b"".join(p if isinstance(p, bytes) else p.tobytes() for p in parts), huffman.coded_bits(code, coded)
 
 
-def _parse_body(r: _Reader, max_elements: int) -> CodedTensor:
+def pairs_of(symbols: np.ndarray) -> np.ndarray:
+    """1-byte symbols two by two as first * 256 + second; an odd count pads its last pair with the most
+    frequent symbol (the likeliest pair; decoders drop it, n_symbols says where the symbols end)."""
+    symbols = np.asarray(symbols, np.int64).ravel()
+    if symbols.size % 2:
+        symbols = np.append(symbols, np.argmax(np.bincount(symbols)))
+    return symbols[0::2] << 8 | symbols[1::2]
+
+
+def _parse_body(r: _Reader, max_elements: int, version: int) -> CodedTensor:
     (name_len,) = r.unpack("<H", "name length")
     try:
         name = r.take(name_len, "name").decode()
@@ -304,13 +336,13 @@ def _parse_body(r: _Reader, max_elements: int) -> CodedTensor:
     quant = _parse_quant(r, dtype, dims)
     (coding,) = r.unpack("<B", "coding")
     if coding == DENSE:
-        values = _parse_stream(r, dtype.itemsize, "values", n_elements)
+        values = _parse_stream(r, dtype.itemsize, "values", n_elements, version)
         if values.size != n_elements:
             raise r.error(f"{values.size} values for shape {dims}")
     elif coding == SPARSE:
         (fill,) = r.unpack("<H", "fill value")
-        gaps = _parse_stream(r, None, "gaps", n_elements)
-        entries = _parse_stream(r, dtype.itemsize, "values", n_elements)
+        gaps = _parse_stream(r, None, "gaps", n_elements, version)
+        entries = _parse_stream(r, dtype.itemsize, "values", n_elements, version)
         positions = np.cumsum(gaps.astype(np.int64) + 1) - 1
         if (fill >= 1 << 8 * dtype.itemsize or gaps.size != entries.size
                 or (positions.size and positions[-1] >= n_elements)):
@@ -347,25 +379,34 @@ def _parse_quant(r: _Reader, dtype: np.dtype, dims: tuple[int, ...]) -> Affine |
     raise r.error(f"unknown quantization kind {kind}")
 
 
-def _parse_stream(r: _Reader, sym_bytes_expected: int | None, what: str, max_symbols: int) -> np.ndarray:
+def _parse_stream(r: _Reader, sym_bytes_expected: int | None, what: str, max_symbols: int,
+                  version: int) -> np.ndarray:
     """One stream's symbols (u1 or u2); no tensor has more symbols in a stream than elements."""
-    n, sym_bytes, max_len = r.unpack("<IBB", f"{what} stream header")
-    if sym_bytes not in (1, 2) or sym_bytes_expected not in (None, sym_bytes) or max_len > huffman.MAX_LEN:
-        raise r.error(f"{what} stream: {sym_bytes}-byte symbols, codes up to {max_len} bits")
+    n, flags, max_len = r.unpack("<IBB", f"{what} stream header")
+    paired, sym_bytes = bool(flags & PAIRED), flags & ~PAIRED
+    if (sym_bytes not in (1, 2) or sym_bytes_expected not in (None, sym_bytes) or max_len > huffman.MAX_LEN
+            or (paired and (version < 2 or sym_bytes != 1))):
+        raise r.error(f"{what} stream: {sym_bytes}-byte symbols{' in pairs' if paired else ''}, "
+                      f"codes up to {max_len} bits (version {version})")
     if n > max_symbols:
         raise r.error(f"{what} stream: {n} symbols for {max_symbols} elements")
+    n_coded = -(-n // 2) if paired else n  # the code, its symbol count and the sync points count pairs
     counts = r.array("<u4", max_len, f"{what} code lengths")
-    symbols = r.array(f"<u{sym_bytes}", int(counts.sum()) if max_len else int(n > 0), f"{what} code symbols")
+    symbols = r.array("<u2" if paired else f"<u{sym_bytes}", int(counts.sum()) if max_len else int(n > 0),
+                      f"{what} code symbols")
     (interval,) = r.unpack("<I", f"{what} sync interval")
     if interval == 0:
         raise r.error(f"{what} stream: sync interval 0")
-    sync = r.array("<u4", -(-n // interval) - 1 if n else 0, f"{what} sync points")
+    sync = r.array("<u4", -(-n_coded // interval) - 1 if n else 0, f"{what} sync points")
     (n_bytes,) = r.unpack("<I", f"{what} stream length")
     if n_bytes >= MAX_STREAM_BYTES:
         raise r.error(f"{what} stream: {n_bytes} bytes, at most {MAX_STREAM_BYTES - 1}")
     data = r.take(n_bytes, f"{what} bits")
     try:
-        code = huffman.Code.from_counts(counts, symbols, n)
-        return huffman.decode(code, huffman.Stream(n, interval, sync.astype(np.int64), data))
+        code = huffman.Code.from_counts(counts, symbols, n_coded)
+        decoded = huffman.decode(code, huffman.Stream(n_coded, interval, sync.astype(np.int64), data))
     except ValueError as e:
         raise r.error(f"{what} stream: {e}") from None
+    if not paired:
+        return decoded
+    return np.stack([decoded >> 8, decoded & 0xFF], axis=1).astype(np.uint8).ravel()[:n]  # the pad dropped

@@ -18,13 +18,14 @@ import pytest
 from edgeprune.coding import container as ephc
 from edgeprune.errors import UserError
 
-from test_container import model_tensors, mutate_with_valid_crc, small_container
+from test_container import (V1_CONTAINER, V1_VALUES, model_tensors, mutate_with_valid_crc, paired_flag_offset,
+                            skewed_odd, small_container)
 
 C_DIR = Path(ephc.__file__).parent / "c"
 DRIVER = Path(__file__).with_name("ep_driver.c")
 STRICT = ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror"]
 SANITIZE = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-EP_ERR_CRC = -4
+EP_ERR_CRC, EP_ERR_FORMAT = -4, -5
 MAX_ELEMENTS = 10**6
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
@@ -123,10 +124,14 @@ def test_c_decoder_on_large_tensors(driver, tmp_path):
     rng = np.random.default_rng(5)
     sparse = np.zeros(2_000_000, np.int16)
     sparse[rng.choice(sparse.size, 3000, replace=False)] = rng.integers(-30000, 30000, 3000)
+    skewed = np.where(rng.random(300_001) < 0.9, 0, rng.integers(-2, 3, 300_001)).astype(np.int8)
     tensors = [ephc.CodedTensor("lap", np.clip(np.round(rng.laplace(0, 9, 300_000)), -128, 127).astype(np.int8)),
-               ephc.CodedTensor("sparse16", sparse, coding="sparse")]
+               ephc.CodedTensor("sparse16", sparse, coding="sparse"),
+               ephc.CodedTensor("paired", skewed, coding="dense")]  # 150001 pair codes, 146 sync points
     src, out = tmp_path / "big.ephc", tmp_path / "big.out"
-    src.write_bytes(ephc.encode_tensors(tensors))
+    data, stats = ephc.encode_with_stats(tensors)
+    assert stats[2].paired_streams == 1
+    src.write_bytes(data)
     subprocess.run([str(driver), "decode", str(src), str(out)], check=True)
     for t, d in zip(tensors, read_driver_output(out.read_bytes())):
         assert d[-1] == t.values.tobytes()
@@ -174,3 +179,15 @@ def test_c_and_python_agree_on_malformed_records_with_valid_crc(checked_driver, 
             expected = zlib.crc32(t.values.astype(t.values.dtype.newbyteorder("<")).tobytes(), expected)
         assert crc == expected
     assert 10 < accepted < len(cases)
+
+
+def test_c_decoder_reads_version_1_and_refuses_pairs_there(driver, tmp_path):
+    data = bytearray(ephc.encode_tensors([ephc.CodedTensor("p", skewed_odd(), coding="dense")]))
+    assert data[paired_flag_offset(bytes(data))] & ephc.PAIRED
+    data[4] = 1  # a version-1 container cannot hold paired streams
+    (v1, _), (bad, _) = run_batch(driver, tmp_path, [V1_CONTAINER, bytes(data)])
+    assert (v1, bad) == (0, EP_ERR_FORMAT)
+    src, out = tmp_path / "v1.ephc", tmp_path / "v1.out"
+    src.write_bytes(V1_CONTAINER)
+    subprocess.run([str(driver), "decode", str(src), str(out)], check=True)
+    assert [d[-1] for d in read_driver_output(out.read_bytes())] == [v.tobytes() for v in V1_VALUES.values()]

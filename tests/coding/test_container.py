@@ -95,7 +95,9 @@ def test_auto_coding_picks_sparse_for_pruned_and_dense_for_dense_weights():
     assert [s.coding for s in stats] == ["sparse", "dense"]
     assert [t.coding for t in ephc.decode_container(data)] == ["sparse", "dense"]
     dense_only = ephc.encode_with_stats([ephc.CodedTensor("pruned", tensors[0].values, coding="dense")])[1][0]
-    assert stats[0].record_bytes < 0.5 * dense_only.record_bytes  # where dense Huffman is >2x the entropy
+    # Dense, one symbol costs >= 1 bit (~2.6x the entropy here); pairs bring it under a bit, sparse is still smaller.
+    assert dense_only.huffman_bits < 0.75 * dense_only.n_elements
+    assert stats[0].record_bytes < 0.6 * dense_only.record_bytes
     assert sum(s.record_bytes for s in stats) + 10 == len(data)
     for s in stats:
         assert s.entropy_bits <= s.huffman_bits <= 1.05 * s.entropy_bits
@@ -119,7 +121,29 @@ def small_container() -> bytes:
         ephc.CodedTensor("b", pruned((40,), 0.2), coding="sparse"),
         ephc.from_float("c", np.array([0.5, -1.0, 0.5, 0.5], np.float32)),
         ephc.CodedTensor("d", np.full(3, 9, np.int16)),
+        ephc.CodedTensor("e", skewed_odd(), coding="dense"),  # a paired stream (version 2) with a padded last pair
     ])
+
+
+def skewed_odd() -> np.ndarray:
+    v = np.zeros(201, np.uint8)
+    v[[3, 50, 51, 120, 199, 200]] = [1, 2, 1, 1, 3, 1]
+    return v
+
+
+# Written by the version-1 encoder (before paired streams): an int8 affine tensor and a sparse one.
+V1_CONTAINER = bytes.fromhex(
+    "455048430100020000003c0000000100770102020000000400000001ff010000000000003f000000000008000000010301000000"
+    "010000000200000000ff020300040000020000003cc099d6900037000000010073010118000000000100000200000001010200"
+    "000002140004000001000000800200000001010200000007fe00040000010000004073782ca9")
+V1_VALUES = {"w": np.array([[0, 0, 3, -1], [0, 2, 0, 0]], np.int8), "s": np.array([0] * 20 + [7, 0, 0, -2], np.int8)}
+
+
+def paired_flag_offset(data: bytes) -> int:
+    """Where the first stream's sym_bytes is, in a container whose first tensor is dense, 1-byte, unquantized."""
+    (name_len,) = struct.unpack_from("<H", data, 14)
+    ndim = data[14 + 2 + name_len + 1]
+    return 14 + 2 + name_len + 2 + 4 * ndim + 1 + 1 + 4
 
 
 def test_header_errors_say_what_is_wrong():
@@ -132,7 +156,7 @@ def test_header_errors_say_what_is_wrong():
         ephc.decode_container(data + b"\0")
     bad = bytearray(data)
     bad[-6] ^= 0x40  # inside the bits of the last tensor
-    with pytest.raises(UserError, match=r"m.ephc: tensor 3 \('d'\): CRC mismatch"):
+    with pytest.raises(UserError, match=r"m.ephc: tensor 4 \('e'\): CRC mismatch"):
         ephc.decode_container(bytes(bad), "m.ephc")
 
 
@@ -188,3 +212,49 @@ def test_malformed_records_with_valid_crc_are_user_errors_or_decode_cleanly():
             with np.errstate(invalid="ignore", over="ignore"):  # a corrupt scale may well be inf or NaN
                 ephc.to_float(t)
     assert outcomes == {"error", "decoded"}
+
+
+def test_version_1_containers_still_decode():
+    tensors = ephc.decode_container(V1_CONTAINER, "old.ephc")
+    assert [t.name for t in tensors] == list(V1_VALUES)
+    for t in tensors:
+        assert np.array_equal(t.values, V1_VALUES[t.name])
+    assert np.array_equal(tensors[0].quant.scale, [0.5])
+
+
+def test_paired_streams_need_version_2():
+    data = bytearray(ephc.encode_tensors([ephc.CodedTensor("p", skewed_odd(), coding="dense")]))
+    flag = paired_flag_offset(bytes(data))
+    assert data[flag] == 1 | ephc.PAIRED and data[4] == 2
+    data[4] = 1
+    with pytest.raises(UserError, match=r"'p'\): values stream: 1-byte symbols in pairs.*version 1"):
+        ephc.decode_container(bytes(data))
+
+
+@pytest.mark.parametrize("n", [2, 3, 2047, 2048, 2049, 5001])
+def test_paired_streams_round_trip_across_sync_points(n):
+    """Odd counts drop their padding; sync points (every 1024 pairs) are crossed; gaps pair too."""
+    v = np.where(rng.random(n) < 0.93, 0, rng.integers(-3, 4, n)).astype(np.int8)
+    v[:2] = [0, 1]
+    for coding in ("dense", "sparse"):
+        data, (stat,) = ephc.encode_with_stats([ephc.CodedTensor("w", v, coding=coding)])
+        assert np.array_equal(ephc.decode_container(data)[0].values, v)
+        if coding == "dense" and n > 100:
+            assert stat.paired_streams == 1 and stat.huffman_bits < 0.85 * n  # under the 1 bit/symbol of single codes
+
+
+def test_one_pair_symbol_repeated_costs_no_bits():
+    v = np.tile(np.array([0, 5], np.uint8), 300)
+    data, (stat,) = ephc.encode_with_stats([ephc.CodedTensor("w", v, coding="dense")])
+    assert stat.paired_streams == 1 and stat.huffman_bits == 0 and stat.entropy_bits == 600
+    assert np.array_equal(ephc.decode_container(data)[0].values, v)
+
+
+def test_pairs_are_taken_only_where_the_stream_gets_smaller():
+    rng_ = np.random.default_rng(3)
+    flat = rng_.integers(-128, 128, 4000).astype(np.int8)  # 8 bits of entropy: pairs cannot help, the table grows
+    skewed = np.where(rng_.random(4000) < 0.9, 0, 1).astype(np.int8)  # H = 0.47: single codes cost 1 bit
+    _, stats = ephc.encode_with_stats([ephc.CodedTensor("flat", flat, coding="dense"),
+                                       ephc.CodedTensor("skewed", skewed, coding="dense")])
+    assert [s.paired_streams for s in stats] == [0, 1]
+    assert stats[1].entropy_bits < stats[1].huffman_bits < 0.7 * 4000  # pairs: 0.65 bit/symbol for 0.47

@@ -10,9 +10,11 @@ typedef struct {
     const uint8_t *p, *end;
 } cursor;
 
+/* A stream of n symbols, coded one by one, or (paired, version 2) as n_codes = ceil(n / 2) pair
+ * symbols first * 256 + second; index, interval and sync points count codes. */
 typedef struct {
-    uint32_t n, interval, n_bytes, bitpos, index;
-    uint8_t sym_bytes, max_len;
+    uint32_t n, n_codes, interval, n_bytes, bitpos, index, second;
+    uint8_t sym_bytes, table_bytes, max_len, paired, have_second;
     uint32_t count[EP_MAX_CODE_LEN + 1]; /* count[l]: symbols with code length l */
     const uint8_t *symbols, *sync, *data;
 } stream;
@@ -51,7 +53,8 @@ size_t ep_dtype_size(uint8_t dtype) {
 int ep_open(ep_reader *r, const uint8_t *buf, size_t len) {
     if (len < 4 || memcmp(buf, "EPHC", 4) != 0) return EP_ERR_MAGIC;
     if (len < 10) return EP_ERR_TRUNCATED;
-    if (rd16(buf + 4) != EP_VERSION) return EP_ERR_VERSION;
+    if (rd16(buf + 4) < 1 || rd16(buf + 4) > EP_VERSION) return EP_ERR_VERSION;
+    r->version = (uint16_t)rd16(buf + 4);
     r->buf = buf;
     r->len = len;
     r->pos = 10;
@@ -123,20 +126,25 @@ int ep_next(ep_reader *r, ep_tensor *t) {
     t->coding = p[0];
     t->coded = c.p;
     t->end = c.end;
+    t->version = r->version;
     return EP_OK;
 }
 
 /* Reads a stream's header and tables; sym_bytes 0 accepts 1- or 2-byte symbols. */
-static int open_stream(cursor *c, stream *s, uint8_t sym_bytes) {
+static int open_stream(cursor *c, stream *s, uint8_t sym_bytes, uint16_t version) {
     const uint8_t *p = take(c, 6, 1);
     uint32_t l, left = 1, n_used = 0, n_sync, i;
     if (!p) return EP_ERR_FORMAT;
     s->n = rd32(p);
-    s->sym_bytes = p[4];
+    s->paired = (p[4] & 0x80) != 0;
+    s->sym_bytes = p[4] & 0x7F;
     s->max_len = p[5];
     if ((s->sym_bytes != 1 && s->sym_bytes != 2) || (sym_bytes && s->sym_bytes != sym_bytes) ||
-        s->max_len > EP_MAX_CODE_LEN || !(p = take(c, s->max_len, 4)))
+        (s->paired && (version < 2 || s->sym_bytes != 1)) || s->max_len > EP_MAX_CODE_LEN ||
+        !(p = take(c, s->max_len, 4)))
         return EP_ERR_FORMAT;
+    s->n_codes = s->paired ? s->n / 2 + (s->n & 1) : s->n;
+    s->table_bytes = s->paired ? 2 : s->sym_bytes;
     for (l = 1; l <= s->max_len; l++) { /* the code must be complete: every bit pattern decodes */
         s->count[l] = rd32(p + 4 * (l - 1));
         left <<= 1;
@@ -146,10 +154,10 @@ static int open_stream(cursor *c, stream *s, uint8_t sym_bytes) {
     }
     if (s->max_len && (left != 0 || s->count[s->max_len] == 0 || s->n == 0)) return EP_ERR_FORMAT;
     if (!s->max_len) n_used = s->n > 0;
-    if (!(s->symbols = take(c, n_used, s->sym_bytes)) || !(p = take(c, 4, 1))) return EP_ERR_FORMAT;
+    if (!(s->symbols = take(c, n_used, s->table_bytes)) || !(p = take(c, 4, 1))) return EP_ERR_FORMAT;
     s->interval = rd32(p);
     if (s->interval == 0) return EP_ERR_FORMAT;
-    n_sync = s->n ? (s->n - 1) / s->interval : 0;
+    n_sync = s->n_codes ? (s->n_codes - 1) / s->interval : 0;
     if (!(s->sync = take(c, n_sync, 4)) || !(p = take(c, 4, 1))) return EP_ERR_FORMAT;
     s->n_bytes = rd32(p);
     if (s->n_bytes > MAX_STREAM_BYTES || !(s->data = take(c, s->n_bytes, 1))) return EP_ERR_FORMAT;
@@ -160,15 +168,16 @@ static int open_stream(cursor *c, stream *s, uint8_t sym_bytes) {
     }
     s->bitpos = 0;
     s->index = 0;
+    s->have_second = 0;
     return EP_OK;
 }
 
 static uint32_t symbol_at(const stream *s, uint32_t i) {
-    return s->sym_bytes == 1 ? s->symbols[i] : rd16(s->symbols + 2 * i);
+    return s->table_bytes == 1 ? s->symbols[i] : rd16(s->symbols + 2 * i);
 }
 
 /* Canonical decoding one bit at a time: codes of length l are first_l .. first_l + count[l] - 1. */
-static int next_symbol(stream *s, uint32_t *sym) {
+static int next_code(stream *s, uint32_t *sym) {
     int32_t code = 0, first = 0, index = 0, count;
     uint32_t l;
     if (s->max_len == 0) {
@@ -192,6 +201,22 @@ static int next_symbol(stream *s, uint32_t *sym) {
         code <<= 1;
     }
     return EP_ERR_STREAM; /* unreachable for a complete code */
+}
+
+/* The next symbol; a paired stream yields a pair's first symbol, then keeps its second for the next call.
+ * Callers read exactly n symbols, so an odd stream's padding second symbol is never returned. */
+static int next_symbol(stream *s, uint32_t *sym) {
+    int rc;
+    if (s->have_second) {
+        s->have_second = 0;
+        *sym = s->second;
+        return EP_OK;
+    }
+    if ((rc = next_code(s, sym)) != EP_OK || !s->paired) return rc;
+    s->second = *sym & 0xFF;
+    s->have_second = 1;
+    *sym >>= 8;
+    return EP_OK;
 }
 
 /* Every symbol read and nothing left over but the padding of the last byte. */
@@ -218,7 +243,7 @@ int ep_decode(const ep_tensor *t, void *out, size_t out_size) {
     c.p = t->coded;
     c.end = t->end;
     if (t->coding == EP_DENSE) {
-        if ((rc = open_stream(&c, &values, (uint8_t)size)) != EP_OK) return rc;
+        if ((rc = open_stream(&c, &values, (uint8_t)size, t->version)) != EP_OK) return rc;
         if (c.p != c.end || values.n != t->n_elements) return EP_ERR_FORMAT;
         for (i = 0; i < values.n; i++) {
             if ((rc = next_symbol(&values, &v)) != EP_OK) return rc;
@@ -229,7 +254,9 @@ int ep_decode(const ep_tensor *t, void *out, size_t out_size) {
     }
     if (!(p = take(&c, 2, 1))) return EP_ERR_FORMAT;
     fill = rd16(p);
-    if ((rc = open_stream(&c, &gaps, 0)) != EP_OK || (rc = open_stream(&c, &values, (uint8_t)size)) != EP_OK) return rc;
+    if ((rc = open_stream(&c, &gaps, 0, t->version)) != EP_OK ||
+        (rc = open_stream(&c, &values, (uint8_t)size, t->version)) != EP_OK)
+        return rc;
     if (c.p != c.end || gaps.n != values.n || (size == 1 && fill > 255) || (t->n_elements && fill >= limit))
         return EP_ERR_FORMAT;
     for (i = 0; i < t->n_elements; i++) store(out, size, i, fill);

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EP_VERSION 1
+#define EP_VERSION 2 /* newest version read; version 1 is read too */
 #define EP_MAX_DIMS 8
 #define EP_MAX_CODE_LEN 16
 
@@ -47,6 +47,7 @@ typedef struct {
     const uint8_t *buf;
     size_t len, pos;
     uint32_t n_tensors, index;
+    uint16_t version;
 } ep_reader;
 
 typedef struct {
@@ -59,9 +60,10 @@ typedef struct {
     uint32_t n_params;         /* affine: scales (and zero points); codebook: values */
     const uint8_t *params;     /* little-endian f32 * n_params, then i32 * n_params if affine */
     const uint8_t *coded, *end; /* the record's coding section */
+    uint16_t version;          /* the container's: paired streams need 2 */
 } ep_tensor;
 
-/* Checks magic and version; EP_OK or an error. */
+/* Checks magic and version (1 or 2); EP_OK or an error. */
 int ep_open(ep_reader *r, const uint8_t *buf, size_t len);
 /* Reads the next tensor's header after checking its record's CRC; EP_OK, EP_END or an error. */
 int ep_next(ep_reader *r, ep_tensor *t);
