@@ -96,10 +96,13 @@ def test_tracker_with_two_servers(host_bundle, cli):
             p.wait()
 
 
+needs_emulated_pi = pytest.mark.skipif(
+    shutil.which("qemu-aarch64-static") is None or shutil.which("debootstrap") is None
+    or shutil.which("aarch64-linux-gnu-g++") is None,
+    reason="needs qemu-user-static, debootstrap and the aarch64 cross compiler (tools/setup.sh)")
+
 @pytest.mark.emulator
-@pytest.mark.skipif(shutil.which("qemu-aarch64-static") is None or shutil.which("debootstrap") is None
-                    or shutil.which("aarch64-linux-gnu-g++") is None,
-                    reason="needs qemu-user-static, debootstrap and the aarch64 cross compiler (tools/setup.sh)")
+@needs_emulated_pi
 def test_rpi4_bundle_runs_on_an_emulated_pi(tmp_path, cli):
     from edgeprune.profile import emulator
 

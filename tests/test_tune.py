@@ -3,7 +3,6 @@ and kernels measured on boards reached through a tracker."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from edgeprune.backends.host import run_library
 from edgeprune.compile.tune import FILES, FOLDER, TuneOptions, extract_tasks
 from edgeprune.errors import UserError
 from edgeprune.graph import random_inputs
-from test_profile import _free_port, _wait_port
+from test_profile import _free_port, _wait_port, needs_emulated_pi
 
 pytestmark = pytest.mark.slow  # MetaSchedule's first use imports every tensor intrinsic (a minute under load)
 
@@ -102,9 +101,7 @@ def test_tuning_through_a_tracker_of_two_servers(model, tmp_path, cli):
 
 
 @pytest.mark.emulator
-@pytest.mark.skipif(shutil.which("qemu-aarch64-static") is None or shutil.which("debootstrap") is None
-                    or shutil.which("aarch64-linux-gnu-g++") is None,
-                    reason="needs qemu-user-static, debootstrap and the aarch64 cross compiler (tools/setup.sh)")
+@needs_emulated_pi
 def test_tuning_an_arm_board_over_rpc(model, tmp_path, cli):
     """Kernels for rpi4 are cross-built and timed on the (emulated) board; the tuned bundle runs right there."""
     from edgeprune.profile import emulator
