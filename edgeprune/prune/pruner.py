@@ -165,24 +165,21 @@ def prune(model: onnx.ModelProto, ratio: float | None = None, target_macs: int |
     evidence = evidence_for(criterion, model, prunable, {s.tensor: s.axis for s in dg.spaces.values()}, samples)
     scores = {g.id: importance(g, criterion, evidence) for g in prunable}
 
-    def at(r: float) -> tuple[onnx.ModelProto, dict[int, np.ndarray], dict[str, list[int]]]:
-        selection = _select(prunable, scores, r, scope, round_to, min_channels)
+    def at(r: float) -> dict[int, np.ndarray]:
+        return _select(prunable, scores, r, scope, round_to, min_channels)
+
+    def cut(selection: dict[int, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, list[int]]]:
         removed = _removed_channels(prunable, selection)
-        return apply_removal(model, removed, grouped_conv), selection, removed
+        return apply_removal(model, removed, grouped_conv), removed
 
     if ratio is None:
         key, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
         goal = target * before[key] if isinstance(target, float) else target
-        ratio = _search(lambda r: totals(at(r)[0])[key], goal, key)
-    pruned, selection, removed = at(ratio)
+        ratio = _search(lambda r: totals(cut(at(r))[0])[key], goal, key)
+    selection = at(ratio)
     if ratio and round_to > 1 and (target_macs is not None or target_params is not None):
-        def count(sel: dict[int, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, list[int]], int]:
-            rem = _removed_channels(prunable, sel)
-            m = apply_removal(model, rem, grouped_conv)
-            return m, rem, totals(m)[key]
-
-        selection = _restore(selection, scores, round_to, lambda sel: count(sel)[2] <= goal)
-        pruned, removed, _ = count(selection)
+        selection = _restore(selection, scores, round_to, lambda sel: totals(cut(sel)[0])[key] <= goal)
+    pruned, removed = cut(selection)
     after = totals(pruned)
     reports = [GroupReport(g.id, g.producers, g.size, g.size - len(selection.get(g.id, ())),
                            len(selection.get(g.id, ())), g.blocked) for g in dg.groups]
