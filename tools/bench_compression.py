@@ -2,6 +2,7 @@
 
     python tools/bench_compression.py [--sparsity 0.92] [--bits 5] [--markdown]
     python tools/bench_compression.py --retrain [--models lenet300,lenet5] [--fc-sparsity 0.95] [--markdown] ...
+    python tools/bench_compression.py --retrain --streams ...   # and, per coded stream, what each code table costs
 
 For LeNet-300-100 and LeNet-5 (tests/fixtures, trained by tools/train_reference.py): global magnitude
 pruning, k-means weight sharing, then Huffman coding in our container, with the accuracy after each
@@ -155,6 +156,32 @@ def feeds(x: np.ndarray) -> list[dict[str, np.ndarray]]:
     return [{"input": sample[None]} for sample in x]
 
 
+def stream_rows(name: str, container: bytes) -> list[list]:
+    """Per coded stream: code + table bits of single codes, of pairs with a flat table and with a compact
+    one (EPHC FORMAT.md), the one the encoder keeps, and how far its bits are over the entropy (a pair
+    table's bits beyond the single code's counted, as in the report)."""
+    from edgeprune.coding import container as ephc
+    from edgeprune.coding.huffman import entropy_bits
+
+    rows = []
+    for t in ephc.decode_container(container):
+        symbols = t.values.ravel().view(f"u{t.values.itemsize}")
+        streams = ([("values", symbols, t.values.itemsize)] if t.coding == "dense" else
+                   list(zip(("gaps", "values"), ephc.sparse_entries(symbols)[1:], (1, t.values.itemsize))))
+        for kind, stream, sym_bytes in streams:
+            options = ephc.stream_options(t.name, stream, sym_bytes)
+            single, kept = options[0], min(options, key=lambda o: len(o[0]))
+            flat = next((o for o in options if o[3] and not o[4]), None)
+            compact = next((o for o in options if o[4]), None)
+            entropy = entropy_bits(stream)
+            over = kept[1] + 8 * max(0, kept[2] - single[2]) - entropy
+            rows.append([name, f"{t.name} {kind}", f"{stream.size:,}", int(np.count_nonzero(np.bincount(stream))),
+                         f"{entropy:,.0f}"] + [f"{o[1]:,} + {8 * o[2]:,}" if o else "" for o in (single, flat, compact)]
+                        + ["single" if kept is single else "pairs, flat" if kept is flat else "pairs, compact",
+                           f"{100 * over / max(entropy, 1):+.2f}%"])
+    return rows
+
+
 def run_retrain(name: str, args) -> list[list]:
     """Deep Compression with retraining: AGP pruning + fine-tuning, fine-tuning, sharing, centroid fine-tuning, Huffman."""
     from edgeprune.coding.compress import compress
@@ -192,6 +219,8 @@ def run_retrain(name: str, args) -> list[list]:
                                                           optimizer=args.centroid_optimizer, weight_decay=0.0,
                                                           threads=1), teacher, shared=list(layers))
     container, skeleton, report = compress(tuned)
+    if args.streams:
+        args.stream_table += stream_rows(name, container)
     uncoded = sum(numpy_helper.to_array(i).nbytes for i in skeleton.graph.initializer)
     fp32 = 4 * sum(int(np.prod(i.dims)) for i in dense.graph.initializer)
     bits = {n: layer["bits"] for n, layer in layers.items()}
@@ -268,8 +297,11 @@ def main() -> int:
     retrain.add_argument("--centroid-finetune", type=int, help="centroid fine-tuning epochs")
     retrain.add_argument("--centroid-lr", type=float)
     retrain.add_argument("--centroid-optimizer", default="sgd", choices=["sgd", "adam"])
+    retrain.add_argument("--streams", action="store_true",
+                         help="also print what each coded stream costs with each code table (EPHC FORMAT.md)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
+    args.stream_table = []
     header = ["model", "stage", "bytes", "ratio", "accuracy", "Huffman / entropy bits per weight", "evaluated on"]
     if args.retrain:
         import torch
@@ -285,6 +317,11 @@ def main() -> int:
     caption = (f"{date.today()} · `python tools/bench_compression.py {' '.join(sys.argv[1:])}` · "
                + ("retrained on the TRAIN split, torch 1 thread" if args.retrain else "no retraining"))
     print_table(header, table, args.markdown, caption if args.markdown else "")
+    if args.stream_table:
+        print()
+        print_table(["model", "stream", "symbols", "distinct", "entropy bits", "single: code + table bits",
+                     "pairs, flat table", "pairs, compact table", "kept", "over entropy"], args.stream_table,
+                    args.markdown, "")
     return 0
 
 

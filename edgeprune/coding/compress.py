@@ -5,7 +5,9 @@ metadata lists what was taken out). Coded are: the int8 weights of a QDQ model, 
 and zero points recorded beside them, and float tensors of few distinct values (after weight
 sharing or pruning) as an exact codebook plus indices. A tensor is coded only when that makes it
 smaller; everything else stays in model.onnx as it was. Decompressing gives the same bytes per tensor,
-so the rebuilt model's outputs equal the compressed model's exactly.
+so the rebuilt model's outputs equal the compressed model's exactly. The file is made as small as the
+format allows: paired streams may have compact tables, which the C decoder reads with a workspace
+(ep_decode_work; `compile --coded-weights` writes its own containers without them).
 """
 from __future__ import annotations
 
@@ -77,11 +79,11 @@ def compress(model: onnx.ModelProto) -> tuple[bytes, onnx.ModelProto, Compressio
         tensor = _candidate(name, array, affine)
         if tensor is None:
             continue
-        _, (stat,) = encode_with_stats([tensor])
+        _, (stat,) = encode_with_stats([tensor], work_limit=None)
         if stat.record_bytes < array.nbytes:
             coded.append(tensor)
             stats.append(stat)
-    container, _ = encode_with_stats(coded) if coded else (b"", [])
+    container, _ = encode_with_stats(coded, work_limit=None) if coded else (b"", [])
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     names = {t.name for t in coded}

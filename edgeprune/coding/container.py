@@ -5,7 +5,7 @@ tensor by tensor into a scratch buffer, so it is laid out to be read front to ba
 and no allocation. FORMAT.md has the rationale and the validation rules. All integers are
 little-endian; f32 is IEEE-754 binary32; u8/u16/u32 unsigned, i8/i32 two's complement.
 
-    container := magic "EPHC" | version u16 (=2; 1 read) | n_tensors u32 | record * n_tensors   (nothing after)
+    container := magic "EPHC" | version u16 (=3; 1, 2 read) | n_tensors u32 | record * n_tensors  (nothing after)
     record    := body_len u32 | body (body_len bytes) | crc u32 (zlib.crc32 of body)
     body      := name_len u16 | name (UTF-8) | dtype u8 | ndim u8 (<= 8) | dims u32 * ndim
                  | quant | coding                                        (nothing after)
@@ -18,9 +18,10 @@ little-endian; f32 is IEEE-754 binary32; u8/u16/u32 unsigned, i8/i32 two's compl
                | 1 fill u16 | stream(gaps) | stream(values)              sparse (Deep Compression's relative
                                                                          indices): the same number of gaps and
                                                                          values; positions not listed hold fill
-    stream    := n_symbols u32 | sym_bytes u8 (1|2|0x81) | max_len u8 (<= 16) | count u32 * max_len
-                 | symbol (u8 or u16 per sym_bytes) * n_used | interval u32 (>= 1)
-                 | sync u32 * n_sync | n_bytes u32 | bits (n_bytes bytes)
+    stream    := n_symbols u32 | sym_bytes u8 (1|2|0x81|0xC1) | max_len u8 (<= 16) | table
+                 | interval u32 (>= 1) | sync u32 * n_sync | n_bytes u32 | bits (n_bytes bytes)
+    table     := count u32 * max_len | symbol (u8 or u16 per sym_bytes) * n_used     (flat: 1, 2, 0x81)
+               | table_len u32 | compact table (table_len bytes, pair_table.py)    (compact: 0xC1)
 
 A value's symbol is its bit pattern as an unsigned integer of the same width (int8 -1 -> 255).
 Sparse decoding: pos = 0; for each (gap, value): pos += gap; out[pos] = value; pos += 1. A run of
@@ -38,6 +39,9 @@ Paired stream (sym_bytes 0x81, version 2): the code's symbols are u16 pairs firs
 1-byte symbols; n_symbols still counts the symbols, everything above (n_used, sync points, "decodes
 to exactly") counts the ceil(n_symbols / 2) pairs, and an odd stream's last pair ends in a padding
 symbol the decoders drop. The encoder pairs a stream only where that makes it smaller.
+Compact pair table (sym_bytes 0xC1, version 3): the pair code's lengths over the grid of the symbols
+that occur, DEFLATE-style (pair_table.py); a C decoder unpacks it into 2 bytes a pair of the caller's
+workspace, so the encoder writes it only within `work_limit`.
 """
 from __future__ import annotations
 
@@ -48,13 +52,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeprune.coding import huffman
+from edgeprune.coding import huffman, pair_table
 from edgeprune.errors import UserError
 
 MAGIC = b"EPHC"
-VERSION = 2  # written; 1 (no paired streams) is still read
-READABLE = (1, 2)
+VERSION = 3  # written; 1 (no paired streams) and 2 (no compact pair tables) are still read
+READABLE = (1, 2, 3)
 PAIRED = 0x80  # stream flag in sym_bytes (version 2): the code's symbols are pairs of 1-byte symbols
+COMPACT = 0x40  # with PAIRED (version 3): the pair code's table is compact (pair_table.py)
 MAX_DIMS = 8
 DTYPES = {1: np.dtype(np.int8), 2: np.dtype(np.uint8), 3: np.dtype(np.int16), 4: np.dtype(np.uint16)}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
@@ -104,10 +109,11 @@ class TensorStats:
     coding: str
     n_elements: int
     n_symbols: int  # coded entries: elements when dense, non-fill entries plus fillers when sparse
-    huffman_bits: int  # all streams, without byte padding
+    huffman_bits: int  # all streams' codes, without byte padding; a paired stream's table beyond the single code's too
     entropy_bits: float  # Shannon bound of the same streams, symbol by symbol
     record_bytes: int  # record on disk: header, code tables, sync points, bits, CRC
     paired_streams: int = 0  # streams coded two symbols at a time (version 2)
+    work_bytes: int = 0  # workspace a C decoder needs for the compact pair tables (ep_decode_work)
 
 
 def from_int(name: str, q: np.ndarray, scale: np.ndarray | float, zero_point: np.ndarray | int = 0,
@@ -148,19 +154,26 @@ def to_float(tensor: CodedTensor) -> np.ndarray:
     return q.astype(np.float32)
 
 
-def encode_tensors(tensors: Sequence[CodedTensor], max_len: int = huffman.MAX_LEN, max_gap: int = MAX_GAP) -> bytes:
-    """The container of `tensors`; max_gap is the number of gap symbols of sparse tensors."""
-    return encode_with_stats(tensors, max_len, max_gap)[0]
+def encode_tensors(tensors: Sequence[CodedTensor], max_len: int = huffman.MAX_LEN, max_gap: int = MAX_GAP,
+                   work_limit: int | None = 0) -> bytes:
+    """The container of `tensors`; max_gap is the number of gap symbols of sparse tensors.
+
+    work_limit: the workspace (bytes per tensor) a C decoder may need for compact pair tables, 2 bytes
+    a pair; 0 keeps every table readable in place (ep_decode), None sets no limit (ep_decode_work).
+    """
+    return encode_with_stats(tensors, max_len, max_gap, work_limit)[0]
 
 
-def encode_with_stats(tensors: Sequence[CodedTensor], max_len: int = huffman.MAX_LEN,
-                      max_gap: int = MAX_GAP) -> tuple[bytes, list[TensorStats]]:
+def encode_with_stats(tensors: Sequence[CodedTensor], max_len: int = huffman.MAX_LEN, max_gap: int = MAX_GAP,
+                      work_limit: int | None = 0) -> tuple[bytes, list[TensorStats]]:
     """The container and, per tensor, what its coding cost against the entropy bound."""
     if not 2 <= max_gap <= 1 << 16:
         raise UserError(f"max_gap {max_gap}: must be between 2 and 65536")
     if not 1 <= max_len <= huffman.MAX_LEN:
         raise UserError(f"max_len {max_len}: must be between 1 and {huffman.MAX_LEN}")
-    records = [_record(t, max_len, max_gap) for t in tensors]
+    if work_limit is not None and work_limit < 0:
+        raise UserError(f"work_limit {work_limit}: must be >= 0 (or None)")
+    records = [_record(t, max_len, max_gap, work_limit) for t in tensors]
     head = MAGIC + struct.pack("<HI", VERSION, len(records))
     return head + b"".join(r for r, _ in records), [s for _, s in records]
 
@@ -222,7 +235,7 @@ def _name_hint(body: bytes) -> str:
     return f" ({name.decode('utf-8', 'replace')!r})"
 
 
-def _record(t: CodedTensor, max_len: int, max_gap: int) -> tuple[bytes, TensorStats]:
+def _record(t: CodedTensor, max_len: int, max_gap: int, work_limit: int | None) -> tuple[bytes, TensorStats]:
     values = np.asarray(t.values)
     if values.dtype not in DTYPE_CODES:
         raise UserError(f"{t.name}: values must be int8, uint8, int16 or uint16, not {values.dtype}")
@@ -236,12 +249,12 @@ def _record(t: CodedTensor, max_len: int, max_gap: int) -> tuple[bytes, TensorSt
     symbols = values.ravel().view(f"u{values.itemsize}")
     if t.coding not in ("auto", *CODINGS):
         raise UserError(f"{t.name}: coding {t.coding!r} is not dense, sparse or auto")
-    options = [_coded(t.name, c, symbols, values.itemsize, max_len, max_gap) for c in CODINGS
+    options = [_coded(t.name, c, symbols, values.itemsize, max_len, max_gap, work_limit) for c in CODINGS
                if t.coding in ("auto", c)]
-    coding, payload, n_symbols, bits, entropy, paired = min(options, key=lambda o: len(o[1]))
+    coding, payload, n_symbols, bits, entropy, paired, work = min(options, key=lambda o: len(o[1]))
     body = head + struct.pack("<B", CODINGS[coding]) + payload
     record = struct.pack("<I", len(body)) + body + struct.pack("<I", zlib.crc32(body))
-    return record, TensorStats(t.name, coding, values.size, n_symbols, bits, entropy, len(record), paired)
+    return record, TensorStats(t.name, coding, values.size, n_symbols, bits, entropy, len(record), paired, work)
 
 
 def _quant_bytes(name: str, values: np.ndarray, quant: Affine | Codebook | None) -> bytes:
@@ -262,12 +275,24 @@ def _quant_bytes(name: str, values: np.ndarray, quant: Affine | Codebook | None)
             + np.asarray(quant.scale, "<f4").tobytes() + np.asarray(quant.zero_point, "<i4").tobytes())
 
 
-def _coded(name: str, coding: str, symbols: np.ndarray, sym_bytes: int, max_len: int,
-           max_gap: int) -> tuple[str, bytes, int, int, float, int]:
-    """(coding, payload, value symbols, Huffman bits, entropy bits, paired streams) of one way to code a tensor."""
+def _coded(name: str, coding: str, symbols: np.ndarray, sym_bytes: int, max_len: int, max_gap: int,
+           work_limit: int | None) -> tuple[str, bytes, int, int, float, int, int]:
+    """(coding, payload, value symbols, Huffman bits, entropy bits, paired streams, work bytes) of one way
+    to code a tensor."""
     if coding == "dense":
-        payload, bits, entropy, paired = _stream_bytes(name, symbols, sym_bytes, max_len)
-        return coding, payload, symbols.size, bits, entropy, int(paired)
+        payload, bits, entropy, paired, work = _stream_bytes(name, symbols, sym_bytes, max_len, work_limit)
+        return coding, payload, symbols.size, bits, entropy, int(paired), work
+    fill, gaps, entries = sparse_entries(symbols, max_gap)
+    gap_stream, gap_bits, gap_entropy, gaps_paired, gap_work = _stream_bytes(
+        name, gaps, 1 if max_gap <= 256 else 2, max_len, work_limit)
+    value_stream, value_bits, value_entropy, values_paired, value_work = _stream_bytes(
+        name, entries, sym_bytes, max_len, None if work_limit is None else work_limit - gap_work)
+    return (coding, struct.pack("<H", fill) + gap_stream + value_stream, entries.size, gap_bits + value_bits,
+            gap_entropy + value_entropy, gaps_paired + values_paired, gap_work + value_work)
+
+
+def sparse_entries(symbols: np.ndarray, max_gap: int = MAX_GAP) -> tuple[int, np.ndarray, np.ndarray]:
+    """(fill, gaps, values) of a sparse coding: fill is the most frequent symbol, fillers bridge long runs."""
     fill = int(np.argmax(np.bincount(symbols))) if symbols.size else 0
     listed = np.flatnonzero(symbols != fill)
     skipped = np.diff(listed, prepend=-1) - 1
@@ -276,36 +301,48 @@ def _coded(name: str, coding: str, symbols: np.ndarray, sym_bytes: int, max_len:
     gaps = np.full(int(real[-1]) + 1 if real.size else 0, max_gap - 1, np.int64)
     entries = np.full(gaps.size, fill, symbols.dtype)
     gaps[real], entries[real] = skipped - fillers * max_gap, symbols[listed]
-    gap_stream, gap_bits, gap_entropy, gaps_paired = _stream_bytes(name, gaps, 1 if max_gap <= 256 else 2, max_len)
-    value_stream, value_bits, value_entropy, values_paired = _stream_bytes(name, entries, sym_bytes, max_len)
-    return (coding, struct.pack("<H", fill) + gap_stream + value_stream, entries.size,
-            gap_bits + value_bits, gap_entropy + value_entropy, gaps_paired + values_paired)
+    return fill, gaps, entries
 
 
-def _stream_bytes(name: str, symbols: np.ndarray, sym_bytes: int, max_len: int) -> tuple[bytes, int, float, bool]:
-    """The smaller of coding symbols one by one and (1-byte symbols) in pairs; entropy of the symbols one by one.
+def _stream_bytes(name: str, symbols: np.ndarray, sym_bytes: int, max_len: int,
+                  work_limit: int | None) -> tuple[bytes, int, float, bool, int]:
+    """The smallest way to code a stream (single codes on a tie); its Huffman bits, the entropy of its
+    symbols one by one, whether it is paired, and the workspace its table needs.
 
     A Huffman code spends up to a bit per symbol over the entropy when one symbol is likely (p > 0.4
-    costs a whole bit); coding pairs halves that redundancy per symbol, for a code table of up to
-    65536 pair symbols instead of 256, so it is taken only where the whole stream gets smaller.
+    costs a whole bit), and a few hundredths of a bit on broad histograms; coding pairs halves that
+    per symbol, for a larger table. A paired stream's table beyond the single code's is counted in its
+    Huffman bits: what the pairs cost, not only their codes.
     """
-    options = [(*_stream_option(name, symbols, sym_bytes, max_len, paired), paired)
-               for paired in (False, True) if not paired or (sym_bytes == 1 and symbols.size >= 2)]
-    payload, bits, paired = min(options, key=lambda o: len(o[0]))  # single coding on a tie
-    return payload, bits, huffman.entropy_bits(symbols), paired
+    options = stream_options(name, symbols, sym_bytes, max_len, work_limit)
+    payload, bits, table, paired, work = min(options, key=lambda o: len(o[0]))
+    return payload, bits + 8 * max(0, table - options[0][2]), huffman.entropy_bits(symbols), paired, work
 
 
-def _stream_option(name: str, symbols: np.ndarray, sym_bytes: int, max_len: int, paired: bool) -> tuple[bytes, int]:
-    """(stream bytes, Huffman bits) of one way to code a stream; n_symbols always counts the original symbols."""
-    coded = pairs_of(symbols) if paired else symbols
-    code, stream = huffman.encode(coded, max_len)
-    if len(stream.data) >= MAX_STREAM_BYTES:
-        raise UserError(f"{name}: {len(stream.data)} coded bytes, a container stream holds less than 2**29")
-    parts = [struct.pack("<IBB", symbols.size, sym_bytes | (PAIRED if paired else 0), code.max_len),
-             code.length_counts().astype("<u4"), code.symbols.astype(f"<u{2 if paired else sym_bytes}"),
-             struct.pack("<I", stream.interval), stream.sync.astype("<u4"), struct.pack("<I", len(stream.data)),
-             stream.data]
-    return b"".join(p if isinstance(p, bytes) else p.tobytes() for p in parts), huffman.coded_bits(code, coded)
+def stream_options(name: str, symbols: np.ndarray, sym_bytes: int, max_len: int = huffman.MAX_LEN,
+                   work_limit: int | None = None) -> list[tuple[bytes, int, int, bool, int]]:
+    """(stream bytes, code bits, table bytes, paired, work bytes) of each way to code a stream, single codes
+    first: one by one, and (1-byte symbols) in pairs with a flat table or, within work_limit, a compact one.
+    n_symbols always counts the original symbols."""
+    options = []
+    for paired in (False, True)[:1 + (sym_bytes == 1 and symbols.size >= 2)]:
+        coded = pairs_of(symbols) if paired else symbols
+        code, stream = huffman.encode(coded, max_len)
+        if len(stream.data) >= MAX_STREAM_BYTES:
+            raise UserError(f"{name}: {len(stream.data)} coded bytes, a container stream holds less than 2**29")
+        bits = huffman.coded_bits(code, coded)
+        tail = b"".join([struct.pack("<I", stream.interval), stream.sync.astype("<u4").tobytes(),
+                         struct.pack("<I", len(stream.data)), stream.data])
+        flat = (code.length_counts().astype("<u4").tobytes()
+                + code.symbols.astype(f"<u{2 if paired else sym_bytes}").tobytes())
+        tables = [(sym_bytes | (PAIRED if paired else 0), flat, 0)]
+        work = 2 * code.symbols.size
+        if paired and code.max_len and (work_limit is None or work <= work_limit):
+            compact = pair_table.encode_table(code)
+            tables.append((sym_bytes | PAIRED | COMPACT, struct.pack("<I", len(compact)) + compact, work))
+        options += [(struct.pack("<IBB", symbols.size, flags, code.max_len) + table + tail, bits, len(table), paired,
+                     need) for flags, table, need in tables]
+    return options
 
 
 def pairs_of(symbols: np.ndarray) -> np.ndarray:
@@ -383,17 +420,23 @@ def _parse_stream(r: _Reader, sym_bytes_expected: int | None, what: str, max_sym
                   version: int) -> np.ndarray:
     """One stream's symbols (u1 or u2); no tensor has more symbols in a stream than elements."""
     n, flags, max_len = r.unpack("<IBB", f"{what} stream header")
-    paired, sym_bytes = bool(flags & PAIRED), flags & ~PAIRED
+    paired, compact, sym_bytes = bool(flags & PAIRED), bool(flags & COMPACT), flags & ~(PAIRED | COMPACT)
     if (sym_bytes not in (1, 2) or sym_bytes_expected not in (None, sym_bytes) or max_len > huffman.MAX_LEN
-            or (paired and (version < 2 or sym_bytes != 1))):
-        raise r.error(f"{what} stream: {sym_bytes}-byte symbols{' in pairs' if paired else ''}, "
-                      f"codes up to {max_len} bits (version {version})")
+            or (paired and (version < 2 or sym_bytes != 1)) or (compact and (version < 3 or not paired))):
+        raise r.error(f"{what} stream: {sym_bytes}-byte symbols{' in pairs' if paired else ''}"
+                      f"{' with a compact table' if compact else ''}, codes up to {max_len} bits (version {version})")
     if n > max_symbols:
         raise r.error(f"{what} stream: {n} symbols for {max_symbols} elements")
     n_coded = -(-n // 2) if paired else n  # the code, its symbol count and the sync points count pairs
-    counts = r.array("<u4", max_len, f"{what} code lengths")
-    symbols = r.array("<u2" if paired else f"<u{sym_bytes}", int(counts.sum()) if max_len else int(n > 0),
-                      f"{what} code symbols")
+    if compact:
+        (table_len,) = r.unpack("<I", f"{what} table length")
+        if table_len >= MAX_STREAM_BYTES:
+            raise r.error(f"{what} stream: a table of {table_len} bytes, at most {MAX_STREAM_BYTES - 1}")
+        table = r.take(table_len, f"{what} compact table")
+    else:
+        counts = r.array("<u4", max_len, f"{what} code lengths")
+        symbols = r.array("<u2" if paired else f"<u{sym_bytes}", int(counts.sum()) if max_len else int(n > 0),
+                          f"{what} code symbols")
     (interval,) = r.unpack("<I", f"{what} sync interval")
     if interval == 0:
         raise r.error(f"{what} stream: sync interval 0")
@@ -403,7 +446,8 @@ def _parse_stream(r: _Reader, sym_bytes_expected: int | None, what: str, max_sym
         raise r.error(f"{what} stream: {n_bytes} bytes, at most {MAX_STREAM_BYTES - 1}")
     data = r.take(n_bytes, f"{what} bits")
     try:
-        code = huffman.Code.from_counts(counts, symbols, n_coded)
+        code = (pair_table.decode_table(table, max_len) if compact
+                else huffman.Code.from_counts(counts, symbols, n_coded))
         decoded = huffman.decode(code, huffman.Stream(n_coded, interval, sync.astype(np.int64), data))
     except ValueError as e:
         raise r.error(f"{what} stream: {e}") from None

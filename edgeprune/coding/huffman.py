@@ -134,17 +134,23 @@ def encode(symbols: np.ndarray, max_len: int = MAX_LEN, interval: int = SYNC_INT
     lut_len = np.zeros(int(code.symbols.max(initial=0)) + 1, np.int64)
     lut_code = np.zeros_like(lut_len)
     lut_len[code.symbols], lut_code[code.symbols] = code.lengths, code.codes()
-    lengths, words = lut_len[symbols], lut_code[symbols]
+    data, starts = pack_bits(lut_code[symbols], lut_len[symbols])
+    return code, Stream(symbols.size, interval, starts[interval::interval], data)
+
+
+def pack_bits(words: np.ndarray, lengths: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """Fields of 0 to 16 bits, MSB first, zero-padded to a byte; and the bit offset of each field."""
+    words, lengths = np.asarray(words, np.int64), np.asarray(lengths, np.int64)
     ends = np.cumsum(lengths)
     starts = ends - lengths
     n_bits = int(ends[-1]) if ends.size else 0
-    # A code of <= 16 bits starting at bit (start % 8) of a byte lies within 3 bytes; its bits do
-    # not overlap any other code's, so the bytes are sums of the codes' shifted pieces.
+    # A field of <= 16 bits starting at bit (start % 8) of a byte lies within 3 bytes; its bits do
+    # not overlap any other field's, so the bytes are sums of the fields' shifted pieces.
     piece = words << (24 - (starts & 7) - lengths)
     first, n_bytes = starts >> 3, (n_bits + 7) // 8
     data = sum(np.bincount(first + k, weights=(piece >> (16 - 8 * k)) & 0xFF, minlength=n_bytes + 3)
                for k in range(3))
-    return code, Stream(symbols.size, interval, starts[interval::interval], data[:n_bytes].astype(np.uint8).tobytes())
+    return data[:n_bytes].astype(np.uint8).tobytes(), starts
 
 
 def decode(code: Code, stream: Stream) -> np.ndarray:

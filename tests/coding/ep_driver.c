@@ -4,12 +4,14 @@
  *                             name_len u16, name, dtype u8, quant u8, coding u8, ndim u8,
  *                             dims u32 * ndim, n_params u32, params (f32 * n, then i32 * n if affine),
  *                             values (n_elements * dtype size)
- *   ep_driver batch IN MAX    IN is a series of (u32 length, container); prints one line per
+ *   ep_driver batch IN MAX [nowork]
+ *                             IN is a series of (u32 length, container); prints one line per
  *                             container: its status and the CRC-32 of all decoded values. A tensor
- *                             of more than MAX elements gets an empty buffer (so EP_ERR_BUFFER)
+ *                             of more than MAX elements gets an empty buffer (so EP_ERR_BUFFER);
+ *                             with nowork, no tensor gets a workspace (ep_decode)
  *
- * Each container and each tensor gets a buffer of exactly its size, so a sanitizer build catches
- * any access beyond them. Exit 1 with "error CODE" on stdout if decode fails.
+ * Each container, tensor and workspace gets a buffer of exactly its size, so a sanitizer build
+ * catches any access beyond them. Exit 1 with "error CODE" on stdout if decode fails.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,15 +32,17 @@ static uint8_t *read_file(const char *path, size_t *len) {
 }
 
 /* Decodes all tensors of a container; writes them to `out` if given; folds values into *crc. */
-static int decode_all(const uint8_t *buf, size_t len, unsigned long max_elements, FILE *out, uint32_t *crc) {
+static int decode_all(const uint8_t *buf, size_t len, unsigned long max_elements, int use_work, FILE *out,
+                      uint32_t *crc) {
     ep_reader r;
     ep_tensor t;
     int rc = ep_open(&r, buf, len);
     while (rc == EP_OK && (rc = ep_next(&r, &t)) == EP_OK) {
         size_t size = t.n_elements > max_elements ? 0 : (size_t)t.n_elements * ep_dtype_size(t.dtype);
-        void *values = malloc(size ? size : 1);
-        if (!values) exit(2);
-        if ((rc = ep_decode(&t, values, size)) == EP_OK) {
+        void *values = malloc(size ? size : 1), *work = malloc(t.work_bytes ? t.work_bytes : 1);
+        if (!values || !work) exit(2);
+        rc = use_work ? ep_decode_work(&t, values, size, work, t.work_bytes) : ep_decode(&t, values, size);
+        if (rc == EP_OK) {
             *crc = ep_crc32(*crc, values, size);
             if (out) {
                 uint32_t i;
@@ -62,6 +66,7 @@ static int decode_all(const uint8_t *buf, size_t len, unsigned long max_elements
             }
         }
         free(values);
+        free(work);
     }
     return rc == EP_END ? EP_OK : rc;
 }
@@ -76,7 +81,7 @@ int main(int argc, char **argv) {
         uint32_t crc = 0;
         int rc;
         if (!out) return 2;
-        rc = decode_all(buf, len, 0xFFFFFFFFUL, out, &crc);
+        rc = decode_all(buf, len, 0xFFFFFFFFUL, 1, out, &crc);
         fclose(out);
         free(buf);
         if (rc != EP_OK) {
@@ -85,7 +90,7 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    if (strcmp(argv[1], "batch") == 0 && argc == 4) {
+    if (strcmp(argv[1], "batch") == 0 && (argc == 4 || (argc == 5 && strcmp(argv[4], "nowork") == 0))) {
         unsigned long max_elements = strtoul(argv[3], NULL, 10);
         while (len - pos >= 4) {
             uint32_t n = (uint32_t)buf[pos] | (uint32_t)buf[pos + 1] << 8 | (uint32_t)buf[pos + 2] << 16 |
@@ -94,7 +99,7 @@ int main(int argc, char **argv) {
             if (!one || n > len - pos - 4) return 2;
             memcpy(one, buf + pos + 4, n);
             pos += 4 + (size_t)n;
-            int rc = decode_all(one, n, max_elements, NULL, &crc);
+            int rc = decode_all(one, n, max_elements, argc == 4, NULL, &crc);
             printf("%d %lu\n", rc, (unsigned long)crc);
             free(one);
         }

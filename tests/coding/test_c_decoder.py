@@ -18,14 +18,14 @@ import pytest
 from edgeprune.coding import container as ephc
 from edgeprune.errors import UserError
 
-from test_container import (V1_CONTAINER, V1_VALUES, model_tensors, mutate_with_valid_crc, paired_flag_offset,
-                            skewed_odd, small_container)
+from test_container import (V1_CONTAINER, V1_VALUES, V2_CONTAINER, V2_VALUES, broad_skewed, model_tensors,
+                            mutate_with_valid_crc, paired_flag_offset, skewed_odd, small_container)
 
 C_DIR = Path(ephc.__file__).parent / "c"
 DRIVER = Path(__file__).with_name("ep_driver.c")
 STRICT = ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror"]
 SANITIZE = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-EP_ERR_CRC, EP_ERR_FORMAT = -4, -5
+EP_ERR_CRC, EP_ERR_FORMAT, EP_ERR_BUFFER = -4, -5, -7
 MAX_ELEMENTS = 10**6
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
@@ -78,7 +78,9 @@ def decode_and_compare(command: list[str], tmp_path: Path) -> None:
     """Every kind of tensor, decoded by `command` (the driver, maybe under an emulator), against numpy."""
     tensors = ephc.decode_container(ephc.encode_tensors(model_tensors(), max_gap=16))  # short gaps: many fillers
     src, out = tmp_path / "m.ephc", tmp_path / "m.out"
-    src.write_bytes(ephc.encode_tensors(tensors))
+    data, stats = ephc.encode_with_stats(tensors, work_limit=None)
+    assert any(s.work_bytes for s in stats)  # compact pair tables too
+    src.write_bytes(data)
     subprocess.run([*command, "decode", str(src), str(out)], check=True)
     decoded = read_driver_output(out.read_bytes())
     assert len(decoded) == len(tensors)
@@ -125,23 +127,29 @@ def test_c_decoder_on_large_tensors(driver, tmp_path):
     sparse = np.zeros(2_000_000, np.int16)
     sparse[rng.choice(sparse.size, 3000, replace=False)] = rng.integers(-30000, 30000, 3000)
     skewed = np.where(rng.random(300_001) < 0.9, 0, rng.integers(-2, 3, 300_001)).astype(np.int8)
+    gaps = np.where(rng.random(5000) < 0.8, 0, rng.integers(1, 60, 5000))
+    bursts = np.zeros(int(gaps.sum()) + gaps.size, np.int8)
+    bursts[np.cumsum(gaps + 1) - 1] = np.where(rng.random(5000) < 0.85, 1, rng.integers(2, 60, 5000))
     tensors = [ephc.CodedTensor("lap", np.clip(np.round(rng.laplace(0, 9, 300_000)), -128, 127).astype(np.int8)),
                ephc.CodedTensor("sparse16", sparse, coding="sparse"),
-               ephc.CodedTensor("paired", skewed, coding="dense")]  # 150001 pair codes, 146 sync points
+               ephc.CodedTensor("paired", skewed, coding="dense"),  # 150001 pair codes, 146 sync points
+               ephc.CodedTensor("bursts", bursts, coding="sparse")]  # gaps and values both with compact tables
     src, out = tmp_path / "big.ephc", tmp_path / "big.out"
-    data, stats = ephc.encode_with_stats(tensors)
-    assert stats[2].paired_streams == 1
+    data, stats = ephc.encode_with_stats(tensors, work_limit=None)
+    assert stats[2].paired_streams == 1 and stats[3].paired_streams == 2 and stats[3].work_bytes > 0
     src.write_bytes(data)
     subprocess.run([str(driver), "decode", str(src), str(out)], check=True)
     for t, d in zip(tensors, read_driver_output(out.read_bytes())):
         assert d[-1] == t.values.tobytes()
 
 
-def run_batch(exe: Path, tmp_path: Path, containers: list[bytes]) -> list[tuple[int, int]]:
-    """(status, CRC-32 of the decoded values) of each container, decoded by the C driver."""
+def run_batch(exe: Path, tmp_path: Path, containers: list[bytes], work: bool = True) -> list[tuple[int, int]]:
+    """(status, CRC-32 of the decoded values) of each container, decoded by the C driver (without workspaces:
+    ep_decode instead of ep_decode_work)."""
     batch = tmp_path / "batch.bin"
     batch.write_bytes(b"".join(struct.pack("<I", len(c)) + c for c in containers))
-    run = subprocess.run([str(exe), "batch", str(batch), str(MAX_ELEMENTS)], capture_output=True, text=True)
+    run = subprocess.run([str(exe), "batch", str(batch), str(MAX_ELEMENTS), *([] if work else ["nowork"])],
+                         capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     return [tuple(int(x) for x in line.split()) for line in run.stdout.splitlines()]
 
@@ -159,11 +167,24 @@ def test_every_truncation_and_corrupted_byte_gives_an_error_code(checked_driver,
     assert EP_ERR_CRC in statuses
 
 
-def test_c_and_python_agree_on_malformed_records_with_valid_crc(checked_driver, tmp_path):
+def compact_container() -> bytes:
+    """Only compact pair tables: a dense stream, and a sparse tensor whose gaps and values both have one."""
+    r = np.random.default_rng(2)
+    gaps = np.where(r.random(600) < 0.9, 0, r.integers(1, 30, 600))
+    bursts = np.zeros(int(gaps.sum()) + gaps.size, np.uint8)
+    bursts[np.cumsum(gaps + 1) - 1] = np.where(r.random(600) < 0.9, 1, r.integers(2, 30, 600))
+    data, stats = ephc.encode_with_stats([ephc.CodedTensor("f", broad_skewed(801), coding="dense"),
+                                          ephc.CodedTensor("g", bursts, coding="sparse")], work_limit=None)
+    assert [s.paired_streams for s in stats] == [1, 2] and stats[1].work_bytes > 0
+    return data
+
+
+@pytest.mark.parametrize("container, n_cases", [(small_container, 1000), (compact_container, 600)])
+def test_c_and_python_agree_on_malformed_records_with_valid_crc(checked_driver, tmp_path, container, n_cases):
     """Whatever passes the CRC, both decoders accept the same containers and decode them alike."""
-    data = small_container()
+    data = container()
     rng = np.random.default_rng(11)
-    cases = [data] + [mutate_with_valid_crc(data, rng) for _ in range(1000)]
+    cases = [data] + [mutate_with_valid_crc(data, rng) for _ in range(n_cases)]
     accepted = 0
     for case, (status, crc) in zip(cases, run_batch(checked_driver, tmp_path, cases), strict=True):
         try:
@@ -181,13 +202,26 @@ def test_c_and_python_agree_on_malformed_records_with_valid_crc(checked_driver, 
     assert 10 < accepted < len(cases)
 
 
-def test_c_decoder_reads_version_1_and_refuses_pairs_there(driver, tmp_path):
-    data = bytearray(ephc.encode_tensors([ephc.CodedTensor("p", skewed_odd(), coding="dense")]))
-    assert data[paired_flag_offset(bytes(data))] & ephc.PAIRED
-    data[4] = 1  # a version-1 container cannot hold paired streams
-    (v1, _), (bad, _) = run_batch(driver, tmp_path, [V1_CONTAINER, bytes(data)])
-    assert (v1, bad) == (0, EP_ERR_FORMAT)
-    src, out = tmp_path / "v1.ephc", tmp_path / "v1.out"
-    src.write_bytes(V1_CONTAINER)
-    subprocess.run([str(driver), "decode", str(src), str(out)], check=True)
-    assert [d[-1] for d in read_driver_output(out.read_bytes())] == [v.tobytes() for v in V1_VALUES.values()]
+def test_c_decoder_reads_versions_1_and_2_and_refuses_newer_streams_there(driver, tmp_path):
+    pairs, compact = (bytearray(ephc.encode_tensors([ephc.CodedTensor("p", v, coding="dense")], work_limit=None))
+                      for v in (skewed_odd(), broad_skewed(801)))
+    assert pairs[paired_flag_offset(bytes(pairs))] == 1 | ephc.PAIRED
+    assert compact[paired_flag_offset(bytes(compact))] == 1 | ephc.PAIRED | ephc.COMPACT
+    pairs[4], compact[4] = 1, 2  # paired streams need version 2, compact tables version 3
+    cases = [V1_CONTAINER, V2_CONTAINER, bytes(pairs), bytes(compact)]
+    statuses = [status for status, _ in run_batch(driver, tmp_path, cases)]
+    assert statuses == [0, 0, EP_ERR_FORMAT, EP_ERR_FORMAT]
+    for data, values in ((V1_CONTAINER, V1_VALUES), (V2_CONTAINER, V2_VALUES)):
+        src, out = tmp_path / "old.ephc", tmp_path / "old.out"
+        src.write_bytes(data)
+        subprocess.run([str(driver), "decode", str(src), str(out)], check=True)
+        assert [d[-1] for d in read_driver_output(out.read_bytes())] == [v.tobytes() for v in values.values()]
+
+
+def test_compact_tables_need_the_callers_workspace(driver, tmp_path):
+    """ep_decode has no workspace: a compact table is EP_ERR_BUFFER there, never read out of bounds; with
+    work_limit 0 (the default) the encoder keeps every table readable in place."""
+    t = [ephc.CodedTensor("f", broad_skewed(3001), coding="dense")]
+    compact, in_place = ephc.encode_tensors(t, work_limit=None), ephc.encode_tensors(t)
+    assert run_batch(driver, tmp_path, [compact, in_place], work=False) == [
+        (EP_ERR_BUFFER, 0), run_batch(driver, tmp_path, [compact])[0]]

@@ -11,13 +11,27 @@ typedef struct {
 } cursor;
 
 /* A stream of n symbols, coded one by one, or (paired, version 2) as n_codes = ceil(n / 2) pair
- * symbols first * 256 + second; index, interval and sync points count codes. */
+ * symbols first * 256 + second; index, interval and sync points count codes. A compact pair table
+ * (version 3) is unpacked into `pairs` (the caller's workspace, 2 bytes a pair) in canonical order. */
 typedef struct {
-    uint32_t n, n_codes, interval, n_bytes, bitpos, index, second;
-    uint8_t sym_bytes, table_bytes, max_len, paired, have_second;
+    uint32_t n, n_codes, interval, n_bytes, bitpos, index, second, n_used, table_len;
+    uint8_t sym_bytes, table_bytes, max_len, paired, compact, have_second;
     uint32_t count[EP_MAX_CODE_LEN + 1]; /* count[l]: symbols with code length l */
-    const uint8_t *symbols, *sync, *data;
+    const uint8_t *symbols, *sync, *data, *table;
+    uint8_t *pairs;
 } stream;
+
+/* Compact pair tables (FORMAT.md): a 256-bit alphabet, 3-bit lengths of a 20-token code, then tokens:
+ * 0..16 one code length, 17..19 runs of (extra bits, shortest run): zeros, zeros, the previous length. */
+#define TOKENS 20
+#define TOKEN_MAX_LEN 7
+static const uint8_t run_extra[TOKENS] = {[17] = 3, [18] = 7, [19] = 2};
+static const uint8_t run_shortest[TOKENS] = {[17] = 3, [18] = 11, [19] = 3};
+
+typedef struct {
+    const uint8_t *p;
+    uint32_t n_bits, pos;
+} bit_reader;
 
 static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
 
@@ -90,7 +104,12 @@ static int parse_quant(cursor *c, ep_tensor *t) {
     return t->params ? EP_OK : EP_ERR_FORMAT;
 }
 
+static int open_streams(const ep_tensor *t, stream *gaps, stream *values, uint32_t *fill);
+static uint32_t work_of(const ep_tensor *t, const stream *gaps, const stream *values);
+
 int ep_next(ep_reader *r, ep_tensor *t) {
+    stream gaps, values;
+    uint32_t fill;
     cursor c;
     const uint8_t *p;
     size_t left = r->len - r->pos;
@@ -127,26 +146,132 @@ int ep_next(ep_reader *r, ep_tensor *t) {
     t->coded = c.p;
     t->end = c.end;
     t->version = r->version;
+    if ((rc = open_streams(t, &gaps, &values, &fill)) != EP_OK) return rc;
+    t->work_bytes = work_of(t, &gaps, &values);
     return EP_OK;
 }
 
-/* Reads a stream's header and tables; sym_bytes 0 accepts 1- or 2-byte symbols. */
+static int read_bits(bit_reader *b, uint32_t n, uint32_t *v) {
+    uint32_t x = 0;
+    if (n > b->n_bits - b->pos) return 0;
+    for (; n; n--, b->pos++) x = x << 1 | ((b->p[b->pos >> 3] >> (7 - (b->pos & 7))) & 1);
+    *v = x;
+    return 1;
+}
+
+/* Canonical decoding one bit at a time: codes of length l are first_l .. first_l + count[l] - 1. */
+static int read_token(bit_reader *b, const uint32_t *count, const uint8_t *symbols, uint32_t *token) {
+    int32_t code = 0, first = 0, index = 0;
+    uint32_t l, bit;
+    for (l = 1; l <= TOKEN_MAX_LEN; l++) {
+        if (!read_bits(b, 1, &bit)) return 0;
+        code |= (int32_t)bit;
+        if (code < first + (int32_t)count[l]) {
+            *token = symbols[index + code - first];
+            return 1;
+        }
+        index += (int32_t)count[l];
+        first = (first + (int32_t)count[l]) << 1;
+        code <<= 1;
+    }
+    return 0; /* unreachable for a complete code */
+}
+
+/* Walks a compact pair table: without `next`, counts its code lengths into s->count; with it (next[l]:
+ * canonical index of the next pair of length l), writes every pair into s->pairs. */
+static int walk_table(stream *s, uint32_t *next) {
+    bit_reader b;
+    uint8_t alphabet[256], token_symbols[TOKENS], token_len[TOKENS];
+    uint32_t token_count[TOKEN_MAX_LEN + 1] = {0}, n_alpha = 0, cells, cell = 0, i, l, v, token, run, prev = 0;
+    uint32_t left = 1;
+    b.p = s->table;
+    b.n_bits = s->table_len * 8;
+    b.pos = 0;
+    for (i = 0; i < 256; i++) {
+        if (!read_bits(&b, 1, &v)) return EP_ERR_FORMAT;
+        if (v) alphabet[n_alpha++] = (uint8_t)i;
+    }
+    for (i = 0; i < TOKENS; i++) {
+        if (!read_bits(&b, 3, &v)) return EP_ERR_FORMAT;
+        token_len[i] = (uint8_t)v;
+        token_count[v]++;
+    }
+    for (l = 1, v = 0; l <= TOKEN_MAX_LEN; l++) { /* complete token code, symbols by length then token */
+        left <<= 1;
+        if (token_count[l] > left) return EP_ERR_FORMAT;
+        left -= token_count[l];
+        for (i = 0; i < TOKENS; i++)
+            if (token_len[i] == l) token_symbols[v++] = (uint8_t)i;
+    }
+    if (left != 0 || n_alpha == 0) return EP_ERR_FORMAT;
+    cells = n_alpha * n_alpha;
+    while (cell < cells) {
+        if (!read_token(&b, token_count, token_symbols, &token)) return EP_ERR_FORMAT;
+        run = 1;
+        v = token;
+        if (run_extra[token]) {
+            if (!read_bits(&b, run_extra[token], &run)) return EP_ERR_FORMAT;
+            run += run_shortest[token];
+            if ((token == 19 && cell == 0) || run > cells - cell) return EP_ERR_FORMAT;
+            v = token == 19 ? prev : 0;
+        }
+        for (; run; run--, cell++) {
+            if (!v) continue;
+            if (!next) {
+                s->count[v]++;
+            } else {
+                s->pairs[2 * next[v]] = alphabet[cell / n_alpha];
+                s->pairs[2 * next[v]++ + 1] = alphabet[cell % n_alpha];
+            }
+        }
+        prev = v;
+    }
+    return (b.pos + 7) / 8 == s->table_len ? EP_OK : EP_ERR_FORMAT;
+}
+
+/* Unpacks a compact table into pairs (2 * s->n_used bytes). */
+static int load_table(stream *s, uint8_t *pairs) {
+    uint32_t next[EP_MAX_CODE_LEN + 1], l, index = 0;
+    for (l = 1; l <= EP_MAX_CODE_LEN; l++) {
+        next[l] = index;
+        index += s->count[l];
+    }
+    s->pairs = pairs;
+    return walk_table(s, next);
+}
+
+/* Reads a stream's header and checks its tables; sym_bytes 0 accepts 1- or 2-byte symbols. A compact
+ * table still has to be unpacked (load_table). */
 static int open_stream(cursor *c, stream *s, uint8_t sym_bytes, uint16_t version) {
     const uint8_t *p = take(c, 6, 1);
     uint32_t l, left = 1, n_used = 0, n_sync, i;
+    int rc;
     if (!p) return EP_ERR_FORMAT;
     s->n = rd32(p);
     s->paired = (p[4] & 0x80) != 0;
-    s->sym_bytes = p[4] & 0x7F;
+    s->compact = (p[4] & 0x40) != 0;
+    s->sym_bytes = p[4] & 0x3F;
     s->max_len = p[5];
     if ((s->sym_bytes != 1 && s->sym_bytes != 2) || (sym_bytes && s->sym_bytes != sym_bytes) ||
-        (s->paired && (version < 2 || s->sym_bytes != 1)) || s->max_len > EP_MAX_CODE_LEN ||
-        !(p = take(c, s->max_len, 4)))
+        (s->paired && (version < 2 || s->sym_bytes != 1)) || (s->compact && (version < 3 || !s->paired)) ||
+        s->max_len > EP_MAX_CODE_LEN)
         return EP_ERR_FORMAT;
     s->n_codes = s->paired ? s->n / 2 + (s->n & 1) : s->n;
     s->table_bytes = s->paired ? 2 : s->sym_bytes;
+    memset(s->count, 0, sizeof s->count);
+    if (s->compact) {
+        if (!(p = take(c, 4, 1))) return EP_ERR_FORMAT;
+        s->table_len = rd32(p);
+        if (s->table_len > MAX_STREAM_BYTES || !(s->table = take(c, s->table_len, 1))) return EP_ERR_FORMAT;
+        if ((rc = walk_table(s, NULL)) != EP_OK) return rc;
+        for (l = s->max_len + 1; l <= EP_MAX_CODE_LEN; l++)
+            if (s->count[l]) return EP_ERR_FORMAT; /* the stream's max_len is the table's longest code */
+        if (s->max_len == 0) return EP_ERR_FORMAT;
+    } else {
+        if (!(p = take(c, s->max_len, 4))) return EP_ERR_FORMAT;
+        for (l = 1; l <= s->max_len; l++) s->count[l] = rd32(p + 4 * (l - 1));
+    }
     for (l = 1; l <= s->max_len; l++) { /* the code must be complete: every bit pattern decodes */
-        s->count[l] = rd32(p + 4 * (l - 1));
         left <<= 1;
         if (s->count[l] > left) return EP_ERR_FORMAT;
         left -= s->count[l];
@@ -154,7 +279,10 @@ static int open_stream(cursor *c, stream *s, uint8_t sym_bytes, uint16_t version
     }
     if (s->max_len && (left != 0 || s->count[s->max_len] == 0 || s->n == 0)) return EP_ERR_FORMAT;
     if (!s->max_len) n_used = s->n > 0;
-    if (!(s->symbols = take(c, n_used, s->table_bytes)) || !(p = take(c, 4, 1))) return EP_ERR_FORMAT;
+    s->n_used = n_used;
+    s->pairs = NULL;
+    if ((!s->compact && !(s->symbols = take(c, n_used, s->table_bytes))) || !(p = take(c, 4, 1)))
+        return EP_ERR_FORMAT;
     s->interval = rd32(p);
     if (s->interval == 0) return EP_ERR_FORMAT;
     n_sync = s->n_codes ? (s->n_codes - 1) / s->interval : 0;
@@ -173,6 +301,7 @@ static int open_stream(cursor *c, stream *s, uint8_t sym_bytes, uint16_t version
 }
 
 static uint32_t symbol_at(const stream *s, uint32_t i) {
+    if (s->compact) return (uint32_t)s->pairs[2 * i] << 8 | s->pairs[2 * i + 1];
     return s->table_bytes == 1 ? s->symbols[i] : rd16(s->symbols + 2 * i);
 }
 
@@ -231,20 +360,46 @@ static void store(void *out, size_t size, uint32_t i, uint32_t v) {
         ((uint16_t *)out)[i] = (uint16_t)v;
 }
 
-int ep_decode(const ep_tensor *t, void *out, size_t out_size) {
+/* Opens a tensor's streams (the gaps only if sparse): nothing may follow them. */
+static int open_streams(const ep_tensor *t, stream *gaps, stream *values, uint32_t *fill) {
+    cursor c;
+    const uint8_t *p;
+    int rc;
+    c.p = t->coded;
+    c.end = t->end;
+    *fill = 0;
+    if (t->coding == EP_SPARSE) {
+        if (!(p = take(&c, 2, 1))) return EP_ERR_FORMAT;
+        *fill = rd16(p);
+        if ((rc = open_stream(&c, gaps, 0, t->version)) != EP_OK) return rc;
+    }
+    if ((rc = open_stream(&c, values, (uint8_t)ep_dtype_size(t->dtype), t->version)) != EP_OK) return rc;
+    return c.p == c.end ? EP_OK : EP_ERR_FORMAT;
+}
+
+static uint32_t work_of(const ep_tensor *t, const stream *gaps, const stream *values) {
+    return 2 * ((t->coding == EP_SPARSE && gaps->compact ? gaps->n_used : 0) + (values->compact ? values->n_used : 0));
+}
+
+int ep_decode(const ep_tensor *t, void *out, size_t out_size) { return ep_decode_work(t, out, out_size, NULL, 0); }
+
+int ep_decode_work(const ep_tensor *t, void *out, size_t out_size, void *work, size_t work_size) {
     size_t size = ep_dtype_size(t->dtype);
     uint32_t limit = t->quant == EP_QUANT_CODEBOOK ? t->n_params : 0xFFFFFFFFUL, fill, i, v, gap, pos = 0;
-    cursor c;
     stream values, gaps;
-    const uint8_t *p;
+    uint8_t *pairs = (uint8_t *)work;
     int rc;
 
     if (t->n_elements > out_size / size) return EP_ERR_BUFFER;
-    c.p = t->coded;
-    c.end = t->end;
+    if ((rc = open_streams(t, &gaps, &values, &fill)) != EP_OK) return rc;
+    if (work_of(t, &gaps, &values) > work_size) return EP_ERR_BUFFER;
+    if (t->coding == EP_SPARSE && gaps.compact) {
+        if ((rc = load_table(&gaps, pairs)) != EP_OK) return rc;
+        pairs += 2 * (size_t)gaps.n_used;
+    }
+    if (values.compact && (rc = load_table(&values, pairs)) != EP_OK) return rc;
     if (t->coding == EP_DENSE) {
-        if ((rc = open_stream(&c, &values, (uint8_t)size, t->version)) != EP_OK) return rc;
-        if (c.p != c.end || values.n != t->n_elements) return EP_ERR_FORMAT;
+        if (values.n != t->n_elements) return EP_ERR_FORMAT;
         for (i = 0; i < values.n; i++) {
             if ((rc = next_symbol(&values, &v)) != EP_OK) return rc;
             if (v >= limit) return EP_ERR_FORMAT;
@@ -252,13 +407,7 @@ int ep_decode(const ep_tensor *t, void *out, size_t out_size) {
         }
         return close_stream(&values);
     }
-    if (!(p = take(&c, 2, 1))) return EP_ERR_FORMAT;
-    fill = rd16(p);
-    if ((rc = open_stream(&c, &gaps, 0, t->version)) != EP_OK ||
-        (rc = open_stream(&c, &values, (uint8_t)size, t->version)) != EP_OK)
-        return rc;
-    if (c.p != c.end || gaps.n != values.n || (size == 1 && fill > 255) || (t->n_elements && fill >= limit))
-        return EP_ERR_FORMAT;
+    if (gaps.n != values.n || (size == 1 && fill > 255) || (t->n_elements && fill >= limit)) return EP_ERR_FORMAT;
     for (i = 0; i < t->n_elements; i++) store(out, size, i, fill);
     for (i = 0; i < values.n; i++) { /* skip `gap` fill values, then place one value */
         if ((rc = next_symbol(&gaps, &gap)) != EP_OK || (rc = next_symbol(&values, &v)) != EP_OK) return rc;

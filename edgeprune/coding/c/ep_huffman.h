@@ -9,6 +9,8 @@
  *     if ((rc = ep_open(&r, blob, blob_len)) != EP_OK) return rc;
  *     while ((rc = ep_next(&r, &t)) == EP_OK) {
  *         rc = ep_decode(&t, scratch, sizeof scratch);   // t.n_elements values of t.dtype
+ *         // or, for containers with compact pair tables (t.work_bytes > 0; see encode_tensors' work_limit):
+ *         // rc = ep_decode_work(&t, scratch, sizeof scratch, work, sizeof work);
  *         if (rc != EP_OK) return rc;
  *         ...use scratch (dequantize with ep_param_f32 / ep_zero_point)...
  *     }
@@ -23,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EP_VERSION 2 /* newest version read; version 1 is read too */
+#define EP_VERSION 3 /* newest version read; versions 1 and 2 are read too */
 #define EP_MAX_DIMS 8
 #define EP_MAX_CODE_LEN 16
 
@@ -36,7 +38,7 @@ enum ep_status {
     EP_ERR_CRC = -4,       /* a record does not match its CRC-32 */
     EP_ERR_FORMAT = -5,    /* a record that passes its CRC but breaks a rule of the format */
     EP_ERR_STREAM = -6,    /* bits that do not decode to the recorded symbols and sync points */
-    EP_ERR_BUFFER = -7     /* the caller's buffer is smaller than the tensor */
+    EP_ERR_BUFFER = -7     /* the caller's buffer is smaller than the tensor, or its workspace than work_bytes */
 };
 
 enum ep_dtype { EP_INT8 = 1, EP_UINT8 = 2, EP_INT16 = 3, EP_UINT16 = 4 };
@@ -60,17 +62,20 @@ typedef struct {
     uint32_t n_params;         /* affine: scales (and zero points); codebook: values */
     const uint8_t *params;     /* little-endian f32 * n_params, then i32 * n_params if affine */
     const uint8_t *coded, *end; /* the record's coding section */
-    uint16_t version;          /* the container's: paired streams need 2 */
+    uint16_t version;          /* the container's: paired streams need 2, compact pair tables 3 */
+    uint32_t work_bytes;       /* workspace ep_decode_work needs: 2 bytes per pair of compact tables, else 0 */
 } ep_tensor;
 
-/* Checks magic and version (1 or 2); EP_OK or an error. */
+/* Checks magic and version (1 to 3); EP_OK or an error. */
 int ep_open(ep_reader *r, const uint8_t *buf, size_t len);
-/* Reads the next tensor's header after checking its record's CRC; EP_OK, EP_END or an error. */
+/* Reads the next tensor's header and code tables after checking its record's CRC; EP_OK, EP_END or an error. */
 int ep_next(ep_reader *r, ep_tensor *t);
 /* Bytes per value of a dtype (0 if unknown). */
 size_t ep_dtype_size(uint8_t dtype);
 /* Decodes t->n_elements values into out (aligned for the dtype), expanding sparse tensors. */
 int ep_decode(const ep_tensor *t, void *out, size_t out_size);
+/* The same, with a workspace of at least t->work_bytes (any alignment) for compact pair tables. */
+int ep_decode_work(const ep_tensor *t, void *out, size_t out_size, void *work, size_t work_size);
 /* Scale i (affine) or codebook value i. */
 float ep_param_f32(const ep_tensor *t, uint32_t i);
 /* Zero point i (affine only). */
