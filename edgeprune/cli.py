@@ -300,6 +300,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             raise UserError("prune: give --ratio, --target-macs or --target-params (or --unstructured --sparsity)")
         options = {"ratio": args.ratio or 0.0, "target_macs": args.target_macs or 0.0,
                    "target_params": args.target_params or 0.0, "scope": args.scope, "criterion": args.criterion,
+                   "allocate_by": args.allocate_by or "",
                    "round_to": args.round_to or 0, "protect": args.protect or [], "min_channels": args.min_channels,
                    "grouped_conv": args.grouped_conv, "reconstruct": args.reconstruct or args.reconstruct_relu,
                    "reconstruct_relu": args.reconstruct_relu}
@@ -359,7 +360,8 @@ def cmd_prune_cycle(args: argparse.Namespace) -> int:
         schedule=args.schedule, steps=args.steps, budget=args.budget, unstructured=args.unstructured,
         ratio=args.ratio or 0.0, target_macs=args.target_macs or 0.0, target_params=args.target_params or 0.0,
         layer_ratios=load_layer_ratios(args.layer_ratios, "unstructured" if args.unstructured else "structured")
-        if args.layer_ratios else {}, scope=args.scope, criterion=args.criterion, min_channels=args.min_channels,
+        if args.layer_ratios else {}, scope=args.scope, criterion=args.criterion, allocate_by=args.allocate_by or "",
+        min_channels=args.min_channels,
         protect=args.protect or [], recovery=args.recovery, train=args.train or "", epochs=args.finetune,
         batch_size=args.batch_size, lr=args.lr, distill=args.distill, temperature=args.temperature, alpha=args.alpha,
         rewind=args.rewind, splice=args.splice, seed=args.seed, threads=args.threads or 0, bars=not args.json,
@@ -706,7 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", choices=["local", "global"], default="local",
                    help="local: every group (layer) at the ratio; global: one normalized ranking over all")
     p.add_argument("--criterion", default="l1", help="channel importance: l1, l2, bn-scale (BN kept), or on --calib "
-                   "data: activation, redundancy (mRMR), reconstruction (ThiNet)")
+                   "data: activation, redundancy (mRMR), reconstruction (greedy least squares)")
+    p.add_argument("--allocate-by", metavar="CRITERION", help="the criterion whose ranking sets how many channels each "
+                   "group keeps; --criterion then picks which (default: --criterion for both)")
     p.add_argument("--round-to", type=int, help="keep channel counts at multiples of N (default: the target's "
                    "vector lanes, 1 without --target)")
     p.add_argument("--target", help="the device the model is for (sets --round-to)")

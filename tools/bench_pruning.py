@@ -1,13 +1,18 @@
 """Structured pruning of the Fashion-MNIST reference CNN without training, beside Torch-Pruning.
 
-    python tools/bench_pruning.py [--calib 1024] [--scope global] [--criteria l1,l2,...] [--relu] [--markdown]
+    python tools/bench_pruning.py [--calib 1024] [--draws N] [--scope global] [--criteria l1,l2,...]
+                                  [--allocate-by CRITERION] [--relu] [--recovered-only] [--markdown]
 
 At 30/50/70% fewer MACs, for every importance criterion: accuracy on the full Fashion-MNIST test
 set (10k, the Debian package dataset-fashion-mnist), parameters, MACs and onnxruntime latency (1
 thread) of edgeprune's pruned model, plain, with BatchNorm statistics re-estimated, and with the
 full recovery (least-squares reconstruction, then BatchNorm re-estimation); with `--relu` also the
-ReLU-aware reconstruction (`prune --reconstruct-relu`). Calibration (the data
-criteria and the recovery) uses `--calib` random TRAINING images, never test images. Torch-Pruning
+ReLU-aware reconstruction (`prune --reconstruct-relu`). With `--allocate-by C` every criterion only
+picks the channels inside each group, C's global ranking sets how many (`prune --allocate-by`).
+Calibration (the data criteria and the recovery) uses `--calib` random TRAINING images, never test
+images; `--draws N` repeats every edgeprune row on N independent draws of them (seeds 0..N-1) and
+gives the accuracy as mean +- standard deviation (parameters, MACs and latency: draw 0), because the
+draw moves the result by several tenths of a point. Torch-Pruning
 (PyPI torch-pruning, needs the train extra) prunes the same PyTorch model to the same MACs with its
 magnitude importance and global pruning, with no fine-tuning either, exported to ONNX and measured
 the same way.
@@ -45,6 +50,9 @@ def main() -> int:
     parser.add_argument("--criteria", default="l1,l2,bn-scale,activation,redundancy,reconstruction")
     parser.add_argument("--levels", default="0.7,0.5,0.3", help="fractions of the MACs to keep")
     parser.add_argument("--relu", action="store_true", help="also rows with the ReLU-aware reconstruction")
+    parser.add_argument("--allocate-by", metavar="CRITERION", help="channel counts per group from this criterion")
+    parser.add_argument("--draws", type=int, default=1, help="calibration draws per edgeprune row (default 1)")
+    parser.add_argument("--recovered-only", action="store_true", help="only the rows with reconstruction + BN")
     parser.add_argument("--round-to", type=int, default=1, help="channel counts at multiples of N (8: AVX2 fp32 lanes)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
@@ -56,40 +64,53 @@ def main() -> int:
 
     train_x, _ = load_fashion_mnist("train")
     test_x, test_y = load_fashion_mnist("test")
-    pick = np.random.default_rng(0).choice(len(train_x), args.calib, replace=False)
-    calib = [{"input": x[None]} for x in preprocess(train_x[pick], FMNIST_MEAN, FMNIST_STD)]
+    train = preprocess(train_x, FMNIST_MEAN, FMNIST_STD)
+    calibs = [[{"input": train[i][None]} for i in np.random.default_rng(draw).choice(len(train), args.calib, replace=False)]
+              for draw in range(args.draws)]
     test = [{"input": x[None]} for x in preprocess(test_x, FMNIST_MEAN, FMNIST_STD)]
     model = canonicalize(load_model(FIXTURE.with_suffix(".onnx")))
     dense = totals(model)
     dense_ms = latency_ms(model, test[0])
 
-    def row(name: str, m) -> list:
-        m = canonicalize(m)  # every row timed in the same form (Torch-Pruning's export carries Identity nodes)
-        t = totals(m)
-        ms = latency_ms(m, test[0])
-        line = [name, f"{100 * (1 - t['macs'] / dense['macs']):.0f}%", f"{t['params']:,}", f"{t['macs']:,}",
-                f"{100 * top1_accuracy(m, test, test_y):.2f}", f"{ms:.3f}", f"{100 * (1 - ms / dense_ms):.0f}%"]
-        print("  ".join(line), file=sys.stderr, flush=True)  # progress: the run takes a while
+    def row(name: str, models: list) -> list:
+        models = [canonicalize(m) for m in models]  # every row timed in the same form (Torch-Pruning's has Identity nodes)
+        t = totals(models[0])
+        ms = latency_ms(models[0], test[0])
+        accuracy = [100 * top1_accuracy(m, test, test_y) for m in models]
+        shown = f"{accuracy[0]:.2f}" if len(models) == 1 else \
+            f"{np.mean(accuracy):.2f} ± {np.std(accuracy, ddof=1):.2f}"
+        line = [name, f"{100 * (1 - t['macs'] / dense['macs']):.0f}%", f"{t['params']:,}", f"{t['macs']:,}", shown,
+                f"{ms:.3f}", f"{100 * (1 - ms / dense_ms):.0f}%"]
+        print("  ".join(line), " ".join(f"{a:.2f}" for a in accuracy), file=sys.stderr, flush=True)  # progress
         return line
 
-    rows = [row("dense", model)]
+    def recovered(pruned, removed: dict, calib: list, relu: bool):
+        rebuilt, _ = reconstruct(model, pruned, removed, calib, relu=relu)
+        return reestimate_batchnorm(model, rebuilt, removed, calib)[0]
+
+    rows = [row("dense", [model])]
     for keep in (float(k) for k in args.levels.split(",")):
         for criterion in args.criteria.split(","):
             name = f"edgeprune {args.scope} {criterion}"
-            pruned, report = prune(model, target_macs=keep, scope=args.scope, criterion=criterion, samples=calib,
-                                   round_to=args.round_to)
-            rows.append(row(name, pruned))
-            rows.append(row(f"{name} + BN re-estimation", reestimate_batchnorm(model, pruned, report.removed, calib)[0]))
+            if args.allocate_by and args.allocate_by != criterion:
+                name = f"edgeprune {args.scope} {args.allocate_by} counts, {criterion} choice"
+            cuts = [prune(model, target_macs=keep, scope=args.scope, criterion=criterion, samples=calib,
+                          round_to=args.round_to, allocate_by=args.allocate_by) for calib in calibs]
+            if not args.recovered_only:
+                rows.append(row(name, [pruned for pruned, _ in cuts]))
+                rows.append(row(f"{name} + BN re-estimation", [reestimate_batchnorm(model, pruned, report.removed, calib)[0]
+                                                               for (pruned, report), calib in zip(cuts, calibs)]))
             for relu in (False, True) if args.relu else (False,):
-                rebuilt, _ = reconstruct(model, pruned, report.removed, calib, relu=relu)
-                rebuilt, _ = reestimate_batchnorm(model, rebuilt, report.removed, calib)
-                rows.append(row(f"{name} + {'ReLU-aware ' if relu else ''}reconstruction + BN", rebuilt))
+                rows.append(row(f"{name} + {'ReLU-aware ' if relu else ''}reconstruction + BN",
+                                [recovered(pruned, report.removed, calib, relu)
+                                 for (pruned, report), calib in zip(cuts, calibs)]))
         tp_model = torch_pruning("fmnist-cnn", keep, test[0]["input"])
         if tp_model is not None:
-            rows.append(row("Torch-Pruning global l1 (no fine-tuning)", tp_model))
+            rows.append(row("Torch-Pruning global l1 (no fine-tuning)", [tp_model]))
     header = ["method", "MACs removed", "params", "MACs", "accuracy %", "onnxruntime ms", "latency removed"]
+    draws = f" ({args.draws} draws: mean ± std)" if args.draws > 1 else ""
     caption = (f"{date.today()} · `python tools/bench_pruning.py {' '.join(sys.argv[1:])}` · Fashion-MNIST test 10k, "
-               f"calibration {args.calib} training images, no training")
+               f"calibration {args.calib} training images{draws}, no training")
     print_table(header, rows, args.markdown, caption if args.markdown else "")
     return 0
 

@@ -28,6 +28,7 @@ class ChannelPrune(Pass):
     target_params: float = 0.0  # fraction of parameters to keep (0: no parameter target)
     scope: str = "local"
     criterion: str = "l1"
+    allocate_by: str = ""  # criterion whose ranking sets how many channels each group keeps ("": criterion)
     round_to: int = 0  # 0: from the target (vector lanes)
     protect: list = field(default_factory=list)
     min_channels: int = 1
@@ -42,16 +43,17 @@ class ChannelPrune(Pass):
             raise UserError("prune: reconstruct_relu is a way to reconstruct: set reconstruct too")
         if self.reconstruct and not ctx.calibrated:
             raise UserError("prune: reconstruct fits layers to the user's data: give calibration data (--calib)")
-        if self.criterion in CRITERIA and CRITERIA[self.criterion].data and not ctx.calibrated:
-            raise UserError(f"prune: criterion '{self.criterion}' ranks channels on the user's data: give calibration "
-                            "data (--calib)")
+        for criterion in (self.criterion, self.allocate_by):
+            if criterion in CRITERIA and CRITERIA[criterion].data and not ctx.calibrated:
+                raise UserError(f"prune: criterion '{criterion}' ranks channels on the user's data: give calibration "
+                                "data (--calib)")
         source = gs.export_onnx(graph)
         pruned, report = prune(
             source, ratio=None if self.target_macs or self.target_params else self.ratio,
             target_macs=self.target_macs or None, target_params=self.target_params or None, scope=self.scope,
             criterion=self.criterion, round_to=self.round_to or default_round_to(ctx), protect=tuple(self.protect),
             min_channels=self.min_channels, samples=ctx.samples if ctx.calibrated else None,
-            grouped_conv=self.grouped_conv)
+            grouped_conv=self.grouped_conv, allocate_by=self.allocate_by or None)
         details = report.as_dict()
         details.pop("removed")  # channel indices per tensor: large, and the groups already say what went
         if self.reconstruct:

@@ -28,6 +28,7 @@ class PruneCycle(Pass):
     layer_ratios: dict = field(default_factory=dict)  # layer -> final ratio (a sensitivity proposal)
     scope: str = "local"
     criterion: str = "l1"
+    allocate_by: str = ""  # criterion whose ranking sets each group's channel count ("": criterion)
     round_to: int = 1
     min_channels: int = 1
     protect: list = field(default_factory=list)

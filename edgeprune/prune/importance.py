@@ -24,6 +24,7 @@ Samples = list[dict[str, np.ndarray]]
 LINEAR_OPS = ("Conv", "Gemm", "MatMul")  # consumers whose output error the reconstruction criterion measures
 
 
+FOLD_ROWS = 512  # sampled input rows a consumer buffers before they go into its Gram
 WIDEST_GRAM = 4096  # wider tensors (a Flatten into a big Gemm) keep squares only: no cross terms
 
 
@@ -92,6 +93,15 @@ class Evidence:
         rng = np.random.default_rng(self.seed)
         per_sample = max(1, ceil(self.rows / len(self.samples)))
         grams = {id(layer): 0.0 for layer in layers}
+        rows = {id(layer): [] for layer in layers}  # folded into the Gram in blocks: per-sample products cost more
+
+        def fold(layer) -> None:
+            if not rows[id(layer)]:
+                return
+            x = np.concatenate(rows[id(layer)])
+            x = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+            grams[id(layer)], rows[id(layer)] = grams[id(layer)] + x.T @ x, []
+
         for values in _stream(self.model, self.samples, names):
             for t in tensors:
                 flat = np.moveaxis(values[t], axes[t], -1).reshape(-1, values[t].shape[axes[t]])
@@ -101,10 +111,11 @@ class Evidence:
                 out = values[layer.node.output[0]]
                 count = len(layer.rows(out))
                 picked = np.sort(rng.choice(count, min(per_sample, count), replace=False))
-                x = layer.inputs(values[layer.node.input[0]], out.shape, picked)
-                x = np.concatenate([x, np.ones((len(x), 1))], axis=1)
-                grams[id(layer)] = grams[id(layer)] + x.T @ x
+                rows[id(layer)].append(layer.inputs(values[layer.node.input[0]], out.shape, picked))
+                if len(rows[id(layer)]) * len(picked) >= FOLD_ROWS:
+                    fold(layer)
         for layer in layers:
+            fold(layer)
             w, b = layer.weights()
             self.consumers[layer.node.name or layer.node.output[0]] = Consumer(
                 grams[id(layer)], np.concatenate([w, b[:, None]], axis=1).T, w.shape[1] // _units(layer))
@@ -288,16 +299,18 @@ CRITERIA: dict[str, Criterion] = {
 }
 
 
-def evidence_for(criterion: str, model: onnx.ModelProto, groups: list[Group], axes: dict[str, int],
+def evidence_for(criterion: str | list[str], model: onnx.ModelProto, groups: list[Group], axes: dict[str, int],
                  samples: Samples | None) -> Evidence | None:
-    """The calibration statistics `criterion` needs (None for weight criteria)."""
-    spec = _criterion(criterion)
-    if not spec.data:
+    """The calibration statistics the criterion (or all of several) needs; None for weight criteria."""
+    names = [criterion] if isinstance(criterion, str) else criterion
+    specs = [_criterion(name) for name in names]
+    data = [name for name, spec in zip(names, specs) if spec.data]
+    if not data:
         return None
     if not samples:
-        raise UserError(f"criterion '{criterion}' ranks channels on calibration data: give calibration samples (--calib)")
+        raise UserError(f"criterion '{data[0]}' ranks channels on calibration data: give calibration samples (--calib)")
     evidence = Evidence(model, samples)
-    evidence.gather(groups, axes, spec.consumers)
+    evidence.gather(groups, axes, any(spec.consumers for spec in specs))
     return evidence
 
 

@@ -144,6 +144,7 @@ def _cut(model: onnx.ModelProto, o: PruneCycle, f: float, base: dict, base_sizes
         return gs.export_onnx(graph), {}, f"sparsity {s:.3f}"
     common = {"criterion": o.criterion, "round_to": o.round_to, "min_channels": o.min_channels,
               "protect": tuple(o.protect), "samples": samples}
+    allocation = {"allocate_by": o.allocate_by} if o.allocate_by else {}  # prune_layers takes counts as given
     if o.layer_ratios or (o.ratio and o.scope == "local"):
         ratios = {k: f * v for k, v in o.layer_ratios.items()} if o.layer_ratios else \
             dict.fromkeys(base_sizes, f * o.ratio)
@@ -152,14 +153,14 @@ def _cut(model: onnx.ModelProto, o: PruneCycle, f: float, base: dict, base_sizes
     if o.ratio:  # global: the share of channels still to remove, relative to what is left
         left = sum(g.size for g in build(model, o.protect).groups if not g.blocked) / max(sum(base_sizes.values()), 1)
         relative = max(0.0, 1 - (1 - f * o.ratio) / left) if left else 0.0
-        pruned, report = prune(model, ratio=min(relative, 0.99), scope="global", **common)
+        pruned, report = prune(model, ratio=min(relative, 0.99), scope="global", **common, **allocation)
         return pruned, report.removed, f"channel ratio {f * o.ratio:.3f}"
     key = "macs" if o.target_macs else "params"
     keep = 1 - f * (1 - (o.target_macs or o.target_params))
     goal = int(keep * base[key])
     if totals(model)[key] <= goal:
         return model, {}, f"{key} {keep:.0%}"
-    pruned, report = prune(model, scope=o.scope, **{f"target_{key}": goal}, **common)
+    pruned, report = prune(model, scope=o.scope, **{f"target_{key}": goal}, **common, **allocation)
     return pruned, report.removed, f"{key} {keep:.0%}"
 
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import numpy as np
 
 from conftest import EXAMPLE
 from edgeprune.graph import load_model, totals
@@ -48,3 +51,26 @@ def test_groups_trace(cli):
     assert d["groups"] == 6 and d["blocked"] == 2
     assert any("block1.b.conv, stem.conv" in t for t in d["traces"])  # the residual ties both producers
     assert any("blocked by graph input 'input'" in t for t in d["traces"])
+
+
+def test_prune_allocate_by(tmp_path, cli):
+    """--allocate-by: counts from one criterion, the choice inside each group from --criterion; a data
+    criterion named there needs --calib like one named by --criterion."""
+    data = np.load(Path(__file__).resolve().parents[1] / "fixtures" / "fmnist_test256.npz")
+    np.savez(tmp_path / "calib.npz", input=data["input"][:32])
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "fmnist-cnn.onnx"
+    args = ["prune", fixture, "-o", tmp_path / "p.onnx", "--target-macs", "0.5", "--scope", "global",
+            "--criterion", "l2", "--allocate-by", "redundancy"]
+    code, _, err = cli(*args)
+    assert code == 2 and "'redundancy'" in err and "--calib" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p.onnx").exists()
+    kept = {}
+    for extra in ([], ["--criterion", "redundancy"]):
+        code, out, err = cli(*args, *extra, "--calib", tmp_path / "calib.npz", "--json", "--force")
+        assert code == 0, err
+        d = json.loads(out)
+        assert d["allocate_by"] == "redundancy" and d["macs_after"] <= 0.5 * d["macs_before"]
+        kept[d["criterion"]] = ([g["kept"] for g in d["group_details"]], load_model(tmp_path / "p.onnx"))
+    assert kept["l2"][0] == kept["redundancy"][0]  # the same counts...
+    weights = [{i.name: i.raw_data for i in m.graph.initializer} for _, m in kept.values()]
+    assert weights[0] != weights[1]  # ...not the same channels

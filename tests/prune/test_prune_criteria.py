@@ -13,7 +13,8 @@ from onnx import numpy_helper
 import zoo
 from edgeprune.errors import UserError
 from edgeprune.graph import canonicalize, random_inputs
-from edgeprune.prune import CRITERIA, prune
+from edgeprune.prune import CRITERIA, build, importance, prune
+from edgeprune.prune.schedule import prune_cycle
 from oracle import assert_pruned
 
 HAZARDS = ["resnet_basic_projection", "mobilenet_v2", "densenet", "resnext", "conv_flatten_gemm", "mlp", "fpn"]
@@ -97,6 +98,26 @@ def test_reconstruction_removes_what_the_consumer_ignores():
     assert _removed(model, tensor, "activation") != {0, 2, 4, 6}
 
 
+def test_allocate_by_sets_the_counts_and_the_criterion_picks():
+    """Counts per group from one criterion's global ranking, the atoms inside each group from another's."""
+    model = canonicalize(zoo.ZOO["resnet_basic_projection"]())
+    samples = _samples(model)
+    _, by_activation = prune(model, target_macs=0.5, scope="global", criterion="activation", samples=samples)
+    _, by_l1 = prune(model, target_macs=0.5, scope="global", criterion="l1")
+    _, mixed = prune(model, target_macs=0.5, scope="global", criterion="l1", allocate_by="activation", samples=samples)
+    kept = [g.kept for g in mixed.groups]
+    assert kept == [g.kept for g in by_activation.groups] != [g.kept for g in by_l1.groups]
+    assert mixed.macs_after == by_activation.macs_after
+    for group in (g for g in build(model).groups if not g.blocked):
+        gone = np.argsort(importance(group, "l1"), kind="stable")[: group.size - kept[group.id]]
+        tensor = next(iter(group.atoms[0]))
+        want = sorted(int(i) for k in gone for i in group.atoms[k][tensor])
+        assert mixed.removed.get(tensor, []) == want, group.producers
+    assert_pruned(model, scope="global", criterion="l1", allocate_by="activation", samples=samples)
+    with pytest.raises(UserError, match="allocate_by 'nope'"):
+        prune(model, ratio=0.5, allocate_by="nope")
+
+
 def test_cli_data_criterion(tmp_path, cli):
     fixtures = Path(__file__).resolve().parents[1] / "fixtures"
     args = ["prune", fixtures / "fmnist-cnn.onnx", "-o", tmp_path / "p.onnx", "--ratio", "0.3", "--criterion", "redundancy"]
@@ -120,3 +141,20 @@ def test_wide_tensors_keep_squares_only(monkeypatch):
     assert_pruned(model, ratio=0.5, criterion="redundancy", samples=samples)
     _, wide = prune(model, ratio=0.5, criterion="activation", samples=samples)
     assert wide.removed == narrow.removed  # the activation criterion reads only the squares anyway
+
+
+def test_allocate_by_in_the_prune_cycle():
+    model = canonicalize(zoo.ZOO["resnet_basic_projection"]())
+    samples = _samples(model)
+
+    def cycle(**options) -> onnx.ModelProto:
+        return prune_cycle(model, samples, None, target_macs=0.5, steps=1, schedule="oneshot", scope="global",
+                           recovery="none", budget=100, **options)[0]
+
+    def shapes(m: onnx.ModelProto) -> dict:
+        return {i.name: list(i.dims) for i in m.graph.initializer}
+
+    mixed, by_activation, by_l1 = cycle(criterion="l1", allocate_by="activation"), cycle(criterion="activation"), \
+        cycle(criterion="l1")
+    assert shapes(mixed) == shapes(by_activation) != shapes(by_l1)
+    assert any(a.raw_data != b.raw_data for a, b in zip(mixed.graph.initializer, by_activation.graph.initializer))
