@@ -43,8 +43,9 @@ def test_tuned_database_is_reapplied(model, tmp_path, cli):
     assert code == 0, err
     tuning = json.loads(out)["build"]["tuning"]
     assert tuning["from"] == "new" and tuning["tuned"]["measured"] == "local" and tuning["tuned"]["tasks"] == 3
-    assert 1 <= tuning["tuned"]["trials"] <= 2 and tuning["records"] == tuning["tuned"]["trials"]
-    assert tuning["tuned"]["failed"] == 0
+    assert 1 <= tuning["tuned"]["trials"] <= 2 and tuning["tuned"]["failed"] == 0
+    assert tuning["tuned"]["seeded"] == 3 and tuning["records"] == tuning["tuned"]["trials"] + 3
+    _never_slower_than_the_rules(model, tmp_path / "tuned" / FOLDER)
     assert all((tmp_path / "tuned" / FOLDER / name).is_file() for name in FILES)
     library = (tmp_path / "tuned" / "model.so").read_bytes()
 
@@ -55,14 +56,15 @@ def test_tuned_database_is_reapplied(model, tmp_path, cli):
     assert again["from"] == "cache" and "tuned" not in again and again["records"] == tuning["records"]
     assert (tmp_path / "again" / "model.so").read_bytes() == library
 
-    # no cache: the default schedules make another library; --tune-db brings the tuned one back
+    # no cache: the default schedules; --tune-db brings the tuned library back
     code, _, err = cli("compile", model, "--target", "host", "-o", tmp_path / "default", "--json")
     assert code == 0, err
     for name in FILES:
         (tmp_path / "cache" / "tuning" / tuning["cache_key"] / name).unlink()
     code, out, err = cli("compile", model, "--target", "host", "-o", tmp_path / "plain", "--json")
     assert code == 0 and "tuning" not in json.loads(out)["build"], err
-    assert (tmp_path / "plain" / "model.so").read_bytes() != library
+    # the default schedules' library is the tuned one exactly when our rule kept every kernel
+    assert ((tmp_path / "plain" / "model.so").read_bytes() == library) == (tuning["tuned"]["rule_kept"] == 3)
     code, out, err = cli("compile", model, "--target", "host", "-o", tmp_path / "given", "--tune-db", tmp_path / "tuned",
                          "--json")
     assert code == 0 and json.loads(out)["build"]["tuning"]["from"] == str(tmp_path / "tuned"), err
@@ -72,6 +74,53 @@ def test_tuned_database_is_reapplied(model, tmp_path, cli):
                                   run_library(tmp_path / "tuned" / "model.so", feeds, ["x"])[0])
     code, _, err = cli("verify", tmp_path / "given")
     assert code == 0, err
+
+
+def _never_slower_than_the_rules(model, folder) -> None:
+    """Per kernel, from the database's own records: our rule's schedule was measured, and the record the build
+    applies (the fastest) is at most as slow."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgeprune.compile.schedules.machine import machine_for
+    from edgeprune.compile.tune import rule_schedule, tuning_target
+    from edgeprune.compile.tvm_build import import_onnx
+    from edgeprune.targets import load_target
+
+    target = load_target("host")
+    database = ms.database.JSONDatabase(work_dir=str(folder))
+    mean = lambda record: float(np.mean([float(t) for t in record.run_secs]))  # noqa: E731
+    for name, mod, _ in extract_tasks(import_onnx(onnx.load(model)), target):
+        trace = str(rule_schedule(mod, machine_for(target)).trace)
+        workload = database.commit_workload(mod)
+        ours = [r for r in database.get_all_tuning_records() if r.workload.same_as(workload) and str(r.trace) == trace]
+        applied = database.query_tuning_record(mod, tuning_target(target), name)
+        assert len(ours) == 1 and 0 < mean(applied) <= mean(ours[0]) < 1, name
+
+
+def test_a_database_of_our_rules_builds_the_default_library(model, tmp_path, cli):
+    """Our rules' records replay exactly: a database holding only them builds the default build's bytes."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgeprune.compile.schedules.machine import machine_for
+    from edgeprune.compile.tune import kernel_builder, kernel_runner, rule_schedule, seed_rules, tuning_target
+    from edgeprune.compile.tvm_build import import_onnx
+    from edgeprune.targets import load_target
+
+    target = load_target("host")
+    tasks = extract_tasks(import_onnx(onnx.load(model)), target)
+    rules = {name: rule_schedule(mod, machine_for(target)) for name, mod, _ in tasks}
+    (tmp_path / "rules").mkdir()
+    database = ms.database.JSONDatabase(work_dir=str(tmp_path / "rules"))
+    seed = lambda: seed_rules(tasks, rules, tuning_target(target), kernel_builder(target),  # noqa: E731
+                              kernel_runner(target, TuneOptions())[0], database)
+    assert seed() == len(database) == 3
+    assert seed() == 0 and len(database) == 3  # already there: not measured again
+    code, _, err = cli("compile", model, "--target", "host", "-o", tmp_path / "default")
+    assert code == 0, err
+    code, out, err = cli("compile", model, "--target", "host", "-o", tmp_path / "rules-db",
+                         "--tune-db", tmp_path / "rules", "--json")
+    assert code == 0 and json.loads(out)["build"]["tuning"]["records"] == 3, err
+    assert (tmp_path / "rules-db" / "model.so").read_bytes() == (tmp_path / "default" / "model.so").read_bytes()
 
 
 def test_tuning_through_a_tracker_of_two_servers(model, tmp_path, cli):

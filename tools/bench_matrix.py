@@ -2,7 +2,8 @@
 same thread count, batch 1, for each model x {fp32, int8} x {dense, 50%-MAC-pruned}.
 
     /work/venv/bin/python tools/bench_matrix.py [--quick] [--models fmnist-cnn resnet18 mobilenet_v2]
-        [--threads 1] [--repeat 30] [--rounds 1] [--tune-trials N | --tune-seconds S] [--size 224] [--markdown]
+        [--threads 1] [--repeat 30] [--rounds 1] [--stat median|min] [--tune-trials N | --tune-seconds S]
+        [--size 224] [--markdown]
 
 Models: the Fashion-MNIST reference CNN (tests/fixtures, calibrated on fmnist_test256.npz) and resnet18 /
 mobilenet_v2 from torchvision (tools/export_torchvision.py: seeded random weights, calibrated on seeded
@@ -12,7 +13,10 @@ compiled for `host` with an empty tuning cache (default schedules), then tuned (
 onnxruntime runs the same ONNX file (int8: the QDQ model, which it fuses to its own int8 kernels).
 GFLOP/s counts 2 FLOPs per MAC; peak = threads x clock x vector lanes x 2 (FMA) x FMA units per core
 (--fma-units, 2 on current x86 and Cortex-A72/A76 cores). "pruned/dense" is the latency ratio beside the
-MAC ratio (goal: at most 1.25x the MAC ratio). --quick: the Fashion-MNIST CNN only, few runs, 4 trials.
+MAC ratio (goal: at most 1.25x the MAC ratio). "kernels kept by our rule": of the tuned kernels, how many
+kept our rule's schedule because MetaSchedule found nothing faster (compile/tune.py). --stat min takes each
+round's fastest run instead of its median: on a machine other jobs share, the estimate of the unloaded time.
+--quick: the Fashion-MNIST CNN only, few runs, 4 trials.
 """
 from __future__ import annotations
 
@@ -93,8 +97,11 @@ def measure(path: Path, work: Path, tag: str, args, tune) -> dict:
     result = compile_model(path, "host", bundle, force=True, tune=tune)
     # --rounds alternates edgeprune and onnxruntime blocks of --repeat runs, so a busy machine's load hits both
     rounds = [profile_bundle(bundle, repeat=args.repeat, warmup=3, threads=args.threads) for _ in range(args.rounds)]
-    return {"macs": result.manifest["totals"]["macs"], "ms": float(np.median([p["median_ms"] for p in rounds])),
-            "ort_ms": float(np.median([p["baselines"]["onnxruntime"]["median_ms"] for p in rounds]))}
+    stat = f"{args.stat}_ms"
+    tuned = result.manifest["build"].get("tuning", {}).get("tuned", {})
+    return {"macs": result.manifest["totals"]["macs"], "ms": float(np.median([p[stat] for p in rounds])),
+            "ort_ms": float(np.median([p["baselines"]["onnxruntime"][stat] for p in rounds])),
+            "rule_kept": f"{tuned['rule_kept']}/{tuned['tasks']}" if "rule_kept" in tuned else "-"}
 
 
 def main() -> int:
@@ -104,6 +111,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=1, help="alternating edgeprune/onnxruntime rounds (median)")
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="each round's statistic: min estimates the unloaded time on a busy machine")
     parser.add_argument("--tune-trials", type=int, default=None, help="trials per tuned build (default 64 per kernel)")
     parser.add_argument("--tune-seconds", type=float, default=None, help="seconds per tuned build")
     parser.add_argument("--fma-units", type=int, default=2)
@@ -141,12 +150,13 @@ def main() -> int:
                              f"{tuned['ms']:.3f}" if tuned else "-", f"{default['ms'] / ort:.2f}x",
                              f"{tuned['ms'] / ort:.2f}x" if tuned else "-",
                              " / ".join(f"{g:.1f}" for g in gflops),
-                             f"{100 * max(gflops) / peak:.0f}%" if peak else "-",
+                             f"{100 * max(gflops) / peak:.0f}%" if peak else "-", tuned["rule_kept"] if tuned else "-",
                              "-" if density == "dense" else f"{best / base_ms:.2f} vs {macs / base_macs:.2f}"])
     header = ["model", "precision", "pruned", "MMACs", "ort ms", "default ms", "tuned ms", "default/ort", "tuned/ort",
-              "GFLOP/s default / tuned", "% of peak", "pruned/dense latency vs MACs"]
+              "GFLOP/s default / tuned", "% of peak", "kernels kept by our rule", "pruned/dense latency vs MACs"]
     budget = "no tuning" if not tuning else f"tuned {args.tune_trials or 'default'} trials" + (
         f", {args.tune_seconds:g} s" if args.tune_seconds else "")
+    budget = f"{args.stat} of {args.repeat} runs, median of {args.rounds} round(s) · {budget}"
     title = (f"{date.today()} · {cpu_name()} · {args.threads} thread(s) · batch 1 · peak {peak:.0f} GFLOP/s · {budget} · "
              f"`python tools/bench_matrix.py {' '.join(sys.argv[1:])}`")
     print_table(header, rows, args.markdown, title, align="right")

@@ -2,9 +2,12 @@
 
 The tasks are the PrimFuncs the default rules see (`schedules.prepare_passes`), so a database record
 matches the build's kernel exactly; only the kinds the time goes into are tuned (convolutions, dense
-layers, pooling), the elementwise tails keep the rules. The database (two JSON files) is written into
-the bundle's `tuning/` folder and into a cache keyed by the model's bytes and the target, and a later
-build of the same model for the same target applies it (`MetaScheduleApplyDatabase`) with no new trials.
+layers, pooling), the elementwise tails keep the rules. Our rule's schedule of each tuned kernel is measured
+by the same builder and runner and stored as a record too (its trace replays it exactly), so the build
+applies whichever of ours and MetaSchedule's measured faster, kernel by kernel. The database (two JSON
+files) is written into the bundle's `tuning/` folder and into a cache keyed by the model's bytes and the
+target, and a later build of the same model for the same target applies it (`MetaScheduleApplyDatabase`)
+with no new trials.
 """
 from __future__ import annotations
 
@@ -135,10 +138,15 @@ def extract_tasks(mod, target: Target) -> list[tuple[str, Any, int]]:
 def build_kernel(mod, target, _params):
     """The builder's compile: MetaSchedule's default without importing every tensor intrinsic (GPU ones
     included), which costs each worker process tens of seconds and no CPU schedule here uses."""
+    import tvm
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+    try:
+        mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    except tvm.error.InternalError:  # a zero-padding repack (our rules' ragged channels) is timed with the kernel
+        pass
+    return tvm_build(mod, target=target)
 
 
 def export_shared(cxx: str | None, module) -> str:
@@ -150,6 +158,17 @@ def export_shared(cxx: str | None, module) -> str:
     return path
 
 
+def kernel_builder(target: Target):
+    """MetaSchedule's builder for the target: worker processes that compile (and cross-link) each candidate."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgeprune.backends.arm_linux import cross_compiler
+
+    cxx = None if target.is_host else cross_compiler(target)
+    return ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S, f_build=build_kernel,
+                                   f_export=functools.partial(export_shared, cxx))
+
+
 def direct_session(host: str, port: int, _config):
     """The runner's session for `--rpc HOST:PORT` (MetaSchedule's own needs a tracker)."""
     from tvm import rpc
@@ -157,7 +176,7 @@ def direct_session(host: str, port: int, _config):
     return rpc.connect(host, port, session_timeout=RUN_TIMEOUT_S)
 
 
-def _runner(target: Target, options: TuneOptions):
+def kernel_runner(target: Target, options: TuneOptions):
     from tvm.s_tir import meta_schedule as ms
 
     from edgeprune.profile.device import parse_address, probe
@@ -198,14 +217,106 @@ def _deadline_callback(seconds: float):
     return Deadline(time.monotonic() + seconds)
 
 
-def tune(mod, target: Target, folder: Path, options: TuneOptions, progress=lambda message: None) -> dict[str, Any]:
-    """Tune the model's kernels into the JSON database in `folder` (records already there are kept)."""
+def rule_schedule(mod, machine):
+    """Our default rule applied to a task as a traced schedule (its trace replays it), or None where no rule applies."""
+    from tvm import s_tir
+
+    from edgeprune.compile.schedules import RULES, classify
+
+    sch = s_tir.Schedule(mod)
+    anchor = classify(sch)
+    if anchor.kind not in RULES:
+        return None
+    try:
+        RULES[anchor.kind](sch, anchor, machine)
+    except (RuntimeError, ValueError):  # as schedule_module: the build keeps TVM's loops, nothing to seed
+        return None
+    return sch
+
+
+def _mean_s(record) -> float:
+    return sum(float(t) for t in record.run_secs) / len(record.run_secs) if record.run_secs else FAILED_RUN_S
+
+
+def _rule_record(database, mod, trace: str):
+    """The record of our rule's schedule for a task, if the database holds one (same trace, printed)."""
+    if not database.has_workload(mod):
+        return None
+    workload = database.commit_workload(mod)
+    return next((r for r in database.get_all_tuning_records()
+                 if r.workload.same_as(workload) and str(r.trace) == trace), None)
+
+
+def _args_info(mod):
+    """The kernel's arguments as the runner allocates them: repacked weights in their packed layout, except where
+    the repack zero-pads (MetaSchedule cannot lift that copy out; it is then timed with the kernel)."""
+    import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from edgeprune.backends.arm_linux import cross_compiler
+    try:
+        return ms.arg_info.ArgInfo.from_entry_func(mod, remove_preproc=True)
+    except tvm.error.InternalError:
+        return ms.arg_info.ArgInfo.from_entry_func(mod, remove_preproc=False)
+
+
+def seed_rules(tasks, rules: dict[str, Any], ttarget, builder, runner, database) -> int:
+    """Measure our rules' schedules (task name -> traced schedule) with MetaSchedule's own builder and runner
+    (locally or on the board) and commit each as a tuning record, unless the database has it already:
+    `MetaScheduleApplyDatabase` then applies the faster of ours and the search's by the same measurements.
+    Returns how many were committed."""
+    from tvm.s_tir import meta_schedule as ms
+
+    todo = [(mod, rules[name], _args_info(rules[name].mod)) for name, mod, _ in tasks
+            if name in rules and _rule_record(database, mod, str(rules[name].trace)) is None]
+    builds = builder.build([ms.builder.BuilderInput(sch.mod, ttarget) for _, sch, _ in todo]) if todo else []
+    built = [(task, b) for task, b in zip(todo, builds) if b.error_msg is None]
+    runs = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", args) for (*_, args), b in built]) if built else []
+    committed = 0
+    for ((mod, sch, args), b), run in zip(built, runs):
+        result = run.result()
+        shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
+        if result.error_msg is None:
+            database.commit_tuning_record(ms.database.TuningRecord(sch.trace, database.commit_workload(mod),
+                                                                   result.run_secs, ttarget, args))
+            committed += 1
+    return committed
+
+
+def _copy(records, database) -> None:
+    from tvm.s_tir import meta_schedule as ms
+
+    for r in records:
+        database.commit_tuning_record(ms.database.TuningRecord(r.trace, database.commit_workload(r.workload.mod),
+                                                               r.run_secs, r.target, r.args_info))
+
+
+def choices(tasks, traces: dict[str, str], ttarget, database) -> list[dict[str, Any]]:
+    """Per kernel: what the build applies (the fastest record: our rule's or MetaSchedule's) and both times."""
+    rows = []
+    for name, mod, _ in tasks:
+        best = database.query_tuning_record(mod, ttarget, name)
+        ours = _rule_record(database, mod, traces[name]) if name in traces else None
+        rows.append({"kernel": name, "rule_us": round(_mean_s(ours) * 1e6, 2) if ours else None,
+                     "tuned_us": round(_mean_s(best) * 1e6, 2) if best else None,
+                     "applied": "rule" if best is None or ours is not None and str(best.trace) == traces[name]
+                     else "metaschedule"})
+    return rows
+
+
+def tune(mod, target: Target, folder: Path, options: TuneOptions, progress=lambda message: None) -> dict[str, Any]:
+    """Tune the model's kernels into the JSON database in `folder` (records already there are kept), next to our
+    rules' schedules measured the same way.
+
+    The search runs on a scratch copy of the database without our rules' records: its evolutionary strategy
+    replays the best records as a starting population, and a replay of our schedules (weights already repacked)
+    aborts the whole search (seen: "Check failed: args.size() == initial_indices_orig.size()" from its
+    parallel candidate loop). Its new records are then added to the bundle's database."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgeprune.compile.schedules.machine import machine_for
 
     options.check()
-    runner, where = _runner(target, options)
+    runner, where = kernel_runner(target, options)
     tasks = extract_tasks(mod, target)
     if not tasks:
         return {"tasks": 0, "trials": 0, "failed": 0, "elapsed_s": 0.0, "measured": where}
@@ -214,25 +325,30 @@ def tune(mod, target: Target, folder: Path, options: TuneOptions, progress=lambd
     contexts = [ms.TuneContext(mod=m, target=ttarget, space_generator="post-order-apply", search_strategy="evolutionary",
                                task_name=name, num_threads="physical", rand_state=i).clone()
                 for i, (name, m, _) in enumerate(tasks)]
-    cxx = None if target.is_host else cross_compiler(target)
-    builder = ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S, f_build=build_kernel,
-                                      f_export=functools.partial(export_shared, cxx))
+    builder = kernel_builder(target)
     callbacks = ms.measure_callback.MeasureCallback.create("default")
     if options.seconds:
         callbacks = [*callbacks, _deadline_callback(options.seconds)]
     folder.mkdir(parents=True, exist_ok=True)
     database = ms.database.JSONDatabase(work_dir=str(folder))
-    before = len(database)
-    progress(f"tuning {len(tasks)} kernels ({where})")
+    rules = {name: sch for name, m, _ in tasks if (sch := rule_schedule(m, machine_for(target))) is not None}
+    traces = {name: str(sch.trace) for name, sch in rules.items()}
+    progress(f"measuring our rules' schedules of {len(tasks)} kernels, then tuning them ({where})")
     start = time.perf_counter()
+    seeded = seed_rules(tasks, rules, ttarget, builder, runner, database)
+    search = ms.database.MemoryDatabase()
+    _copy([r for r in database.get_all_tuning_records() if str(r.trace) not in traces.values()], search)
+    before = len(search)
     with tempfile.TemporaryDirectory(prefix="edgeprune-tune-") as logs:
         ms.tune_tasks(tasks=contexts, task_weights=[float(w) for *_, w in tasks], work_dir=logs, max_trials_global=trials,
-                      num_trials_per_iter=min(16 if options.seconds else 64, trials), builder=builder, runner=runner, database=database,
-                      measure_callbacks=callbacks)
-    records = database.get_all_tuning_records()[before:]
-    failed = sum(1 for r in records if not r.run_secs or min(float(t) for t in r.run_secs) >= FAILED_RUN_S)
-    return {"tasks": len(tasks), "trials": len(records), "failed": failed,
-            "elapsed_s": round(time.perf_counter() - start, 1), "measured": where}
+                      num_trials_per_iter=min(16 if options.seconds else 64, trials), builder=builder, runner=runner,
+                      database=search, measure_callbacks=callbacks)
+    new = search.get_all_tuning_records()[before:]  # a MemoryDatabase keeps records in the order committed
+    _copy(new, database)
+    kernels = choices(tasks, traces, ttarget, database)
+    return {"tasks": len(tasks), "trials": len(new), "failed": sum(_mean_s(r) >= FAILED_RUN_S for r in new),
+            "elapsed_s": round(time.perf_counter() - start, 1), "measured": where, "seeded": seeded,
+            "rule_kept": sum(k["applied"] == "rule" for k in kernels), "kernels": kernels}
 
 
 @contextmanager
