@@ -62,3 +62,31 @@ def test_int8_bundle_reports_integer_arithmetic(tmp_path, calib):
     build = result.manifest["build"]
     assert build["arithmetic"] == {"int16 x int8 -> int32": 6}
     assert build["vs_reference"]["max_abs_error"] == 0.0
+
+
+def test_float64_requantization_is_the_integer_one():
+    """requant.py rewrites a requantization to float64 only where |acc * m0| < 2^53 (a 3x3 depthwise conv here),
+    keeps int64 above it (a 1x1 conv over 2048 channels), and gives TVM's unscheduled int64 build's numbers."""
+    import tvm
+    from tvm import relax
+
+    from edgeprune.compile.schedules.requant import float64_requant
+    from edgeprune.compile.tvm_build import build
+    from edgeprune.targets import load_target
+    from test_schedules import _chain
+
+    shape = [1, 2048, 6, 6]
+    model = canonicalize(_chain(shape, [("conv", {"k": 16, "ks": 1, "pad": 0, "act": "Relu"}),
+                                        ("conv", {"k": 16, "group": 16, "stride": 2})]))
+    rng = np.random.default_rng(3)
+    q = quantize(model, [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(8)])
+    mod = import_onnx(q)
+    text = float64_requant()(mod)["main"].script(show_meta=False)
+    assert text.count("R.round(") == 1 and text.count('dtype="int64") = R.multiply(') == 1
+    feeds = [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(4)]
+    vm = relax.VirtualMachine(build(q, load_target("host")), tvm.cpu())
+    ours = np.concatenate([vm["main"](tvm.runtime.tensor(f["x"])).numpy() for f in feeds])
+    unscheduled = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    np.testing.assert_array_equal(ours, np.concatenate([unscheduled["main"](tvm.runtime.tensor(f["x"])).numpy()
+                                                        for f in feeds]))
+    np.testing.assert_array_equal(ours, _reference(q, feeds))

@@ -75,6 +75,10 @@ CASES = {
                                               ("conv", {"k": 48, "ks": 1, "pad": 0, "act": "Clip"}),
                                               ("conv", {"k": 48, "group": 48, "stride": 2}),
                                               ("conv", {"k": 11, "ks": 1, "pad": 0})]),
+    "depthwise-stride2-odd-channels": ([1, 13, 20, 20], [("conv", {"k": 13, "group": 13, "stride": 2, "act": "Relu"}),
+                                                        ("conv", {"k": 13, "group": 13, "pad": 0})]),
+    "depthwise-prime-widths": ([1, 10, 19, 19], [("conv", {"k": 10, "group": 10, "stride": 2, "act": "Clip"}),
+                                                 ("conv", {"k": 10, "group": 10, "stride": 2, "pad": 0})]),
     "conv-odd-widths-5x5": ([1, 5, 13, 13], [("conv", {"k": 11, "ks": 5, "pad": 2, "act": "Relu"}),
                                              ("conv", {"k": 3, "stride": 2, "pad": 0})]),
     "conv-asymmetric-pad-dilated-batch2": ([2, 8, 12, 11], [("conv", {"k": 24, "pads": [0, 1, 1, 0], "dilation": 2}),
@@ -113,8 +117,8 @@ def test_scheduled_build_matches_onnxruntime(host, name, monkeypatch):
 
 
 def test_rules_fire(host, monkeypatch):
-    """Every CNN kind is recognized from its loops; compute-bound kinds get vector tiles over repacked
-    weights, memory-bound ones (depthwise, pooling) parallel loops."""
+    """Every CNN kind is recognized from its loops; convs and matmuls get vector tiles (over repacked weights
+    where there is a channel reduction), pooling parallel loops."""
     import tvm
     from tvm import relax, s_tir, tirx
 
@@ -135,11 +139,14 @@ def test_rules_fire(host, monkeypatch):
             continue
         text = scheduled[gvar].script()
         assert "T.parallel" in text, (gvar.name_hint, kind)
+        if kind in ("conv2d", "matmul", "depthwise"):  # an accumulator tile (LLVM vectorizes ragged depthwise rows)
+            assert 'scope="local"' in text, gvar.name_hint
         if kind in ("conv2d", "matmul"):
             assert "T.vectorized" in text and "meta_schedule.layout_rewrite_preproc" in text, gvar.name_hint
 
 
-INT8_CASES = ["conv3x3-odd-channels", "conv-stride2-no-bias", "depthwise-mobilenet", "conv1x1-downsample-residual",
+INT8_CASES = ["conv3x3-odd-channels", "conv-stride2-no-bias", "depthwise-mobilenet", "depthwise-stride2-odd-channels",
+              "depthwise-prime-widths", "conv1x1-downsample-residual",
               "grouped-conv", "pool-gemm-head", "gemm-batch", "conv7x7-stem-maxpool", "conv-odd-widths-5x5",
               "conv-asymmetric-pad-dilated-batch2"]
 
@@ -176,27 +183,31 @@ def test_scheduled_int8_build_is_bit_exact(host, name, monkeypatch):
 
 
 def test_int8_rules_fire(host):
-    """int16 x int8 -> int32 convs and dense layers are classified like their float twins and get vector tiles
-    over int8 weights repacked at compile time."""
+    """int16 x int8 -> int32 convs, depthwise convs and dense layers are classified like their float twins and get
+    vector tiles (convs and dense layers over int8 weights repacked at compile time); the requantization folds into
+    the tile's store, in float64 on x86-64 and AArch64 (requant.py)."""
     import tvm
-    from tvm import relax, s_tir
+    from tvm import s_tir
 
-    from edgeprune.compile.schedules import classify, machine_for, schedule_module
+    from edgeprune.compile.schedules import classify, machine_for, prepare_passes, schedule_module
 
-    stages = [*relax.backend.cpu_generic.legalize_passes(host.tvm_target()), relax.transform.AttachAttrLayoutFreeBuffers()]
-    for case, want in (("conv3x3-even", ["conv2d", "conv2d"]), ("pool-gemm-head", ["matmul"])):
+    machine = machine_for(host)
+    for case, want in (("conv3x3-even", ["conv2d", "conv2d"]), ("pool-gemm-head", ["matmul"]),
+                       ("depthwise-stride2-odd-channels", ["depthwise", "depthwise"])):
         with host.tvm_target():
-            mod = tvm.transform.Sequential(stages)(import_onnx(_quantized(case)[0]))
-        integer = {g: f for g, f in mod.functions.items() if "right_shift" in g.name_hint}  # the requantization
+            mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(_quantized(case)[0]))
+        integer = {g: f for g, f in mod.functions.items() if "round" in g.name_hint or "right_shift" in g.name_hint}
         assert sorted(classify(s_tir.Schedule(f)).kind for f in integer.values()) == want, case
-        machine = machine_for(host)
         scheduled = schedule_module(mod, machine)
         for gvar in integer:
             text = scheduled[gvar].script()
-            assert "T.vectorized" in text and "meta_schedule.layout_rewrite_preproc" in text and '"int8"' in text
-            # the requantization folds into the tile's store: no int64 tensor is written out between steps
+            assert 'scope="local"' in text and '"int8"' in text, gvar.name_hint
+            if "depthwise" not in want:
+                assert "T.vectorized" in text and "meta_schedule.layout_rewrite_preproc" in text, gvar.name_hint
+            # no int64 tensor is written out between the requantization's steps
             assert not [line for line in text.splitlines() if "alloc_buffer" in line and '"int64"' in line], gvar
-            if machine.pair_dot and "conv2d" in gvar.name_hint:  # x86 with AVX2/AVX-512: the pair intrinsic
+            assert ("T.nearbyint" in text and '"float64"' in text) == machine.float64, gvar.name_hint
+            if machine.pair_dot and "depthwise" not in want and "conv2d" in gvar.name_hint:  # x86: the pair intrinsic
                 assert "llvm.x86.avx" in text and "pmadd" in text, gvar.name_hint
 
 

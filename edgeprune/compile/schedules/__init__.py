@@ -13,10 +13,12 @@ from collections.abc import Callable
 import tvm
 from tvm import relax, s_tir, tirx
 
-from edgeprune.compile.schedules.conv import schedule_conv2d, schedule_depthwise
+from edgeprune.compile.schedules.conv import schedule_conv2d
+from edgeprune.compile.schedules.depthwise import schedule_depthwise
 from edgeprune.compile.schedules.kinds import Anchor, classify
 from edgeprune.compile.schedules.machine import Machine, machine_for
 from edgeprune.compile.schedules.padding import pad_conv_channels
+from edgeprune.compile.schedules.requant import float64_requant
 from edgeprune.compile.schedules.simple import schedule_elementwise, schedule_matmul, schedule_pool
 from edgeprune.targets import Target
 
@@ -54,9 +56,11 @@ def prepare_passes(target: Target) -> list[tvm.transform.Pass]:
     from tvm.relax.backend.cpu_generic import pipeline as stages  # the package hides dataflow_lower_passes
 
     tvm_target = target.tvm_target()
+    machine = machine_for(target)
     return [
         *stages.library_dispatch_passes(tvm_target),
-        pad_conv_channels(machine_for(target).lanes, pairs=machine_for(target).pair_dot is not None),
+        *([float64_requant()] if machine.float64 else []),
+        pad_conv_channels(machine.lanes, pairs=machine.pair_dot is not None),
         *stages.legalize_passes(tvm_target),
         relax.transform.AttachAttrLayoutFreeBuffers(),
     ]

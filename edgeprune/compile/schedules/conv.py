@@ -5,15 +5,14 @@ of output channels' weights, so the weights are repacked at compile time to [K/l
 (zero-padded when K is not a multiple of lanes) and the accumulators of a `vecs x pixels` tile stay in
 registers for the whole reduction. int8 convs on x86 (int16 data x int8 weights after the integer lowering)
 take the pair intrinsic instead: two input channels per lane and instruction (pmaddwd), with channel pairs
-made adjacent in the data and the weights. Depthwise convs have no channel reduction to amortize a
-broadcast over; they keep TVM's loop nest and only run in parallel.
+made adjacent in the data and the weights. Depthwise convs have a rule of their own (depthwise.py).
 """
 from __future__ import annotations
 
 from tvm import s_tir
 
-from edgeprune.compile.schedules.common import (inline_epilogue, inline_producers, parallel_outer, parallel_vectorize,
-                                                prepack, read_index, worth_parallel)
+from edgeprune.compile.schedules.common import (inline_epilogue, inline_producers, parallel_vectorize, prepack,
+                                                read_index, worth_parallel)
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 
@@ -94,7 +93,11 @@ def schedule_conv2d_pairs(sch: s_tir.Schedule, anchor: Anchor, machine: Machine)
     sch.decompose_reduction(block, ry)
     sch.tensorize(ki, machine.pair_dot)
     channels, pixel = sch.get_loops(store)[-2:]
-    if int(sch.get(channels).extent) % lanes == 0:  # the requantization, a vector of channels at a time
+    if any(str(r.source.dtype) == "float64" for r in sch.get(store).reads):
+        # requant.py's float64 form: one multiplier per channel, so a vector of pixels (LLVM scalarized it
+        # across channels: measured 3.4x slower on a 96x112x112 1x1 conv)
+        sch.vectorize(pixel)
+    elif int(sch.get(channels).extent) % lanes == 0:  # the int64 form, a vector of channels at a time
         outer, inner = sch.split(channels, [None, lanes])
         sch.reorder(outer, pixel, inner)
         sch.vectorize(inner)
@@ -129,9 +132,3 @@ def schedule_conv2d(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> No
     sch.unroll(kv)
     sch.vectorize(ki)
     sch.decompose_reduction(block, ry)
-
-
-def schedule_depthwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
-    """Memory-bound, and LLVM vectorizes TVM's own loop nest well (measured: an explicit row tile with the
-    epilogue folded in was no faster, and slower on ragged rows), so channels only go across cores."""
-    parallel_outer(sch, 2)

@@ -1,4 +1,5 @@
-"""What the schedules need to know about the CPU: vector lanes, vector registers, int8 dot instructions."""
+"""What the schedules need to know about the CPU: vector lanes, vector registers, int8 dot instructions,
+float64 vectors."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,11 +9,13 @@ from edgeprune.targets import Target
 
 @dataclass(frozen=True)
 class Machine:
-    """Tile sizes follow from the first two; `pair_dot` names the int16-pair tensor intrinsic, if any."""
+    """Tile sizes follow from the first two; `pair_dot` names the int16-pair tensor intrinsic, if any;
+    `float64` says float64 vector arithmetic is native (requant.py)."""
 
     vector_bits: int
     registers: int
     pair_dot: str | None = None
+    float64: bool = False
 
     @property
     def lanes(self) -> int:
@@ -22,13 +25,13 @@ class Machine:
 
 def machine_for(target: Target) -> Machine:
     """AVX-512 and AArch64 have 32 vector registers; AVX2 and 32-bit NEON have 16. x86 with AVX2 or AVX-512
-    has pmaddwd; on ARM, LLVM makes smlal of the plain widening loop, so there is no intrinsic to name."""
+    has pmaddwd; on ARM, LLVM makes smlal of the plain widening loop, so there is no intrinsic to name.
+    x86-64 and AArch64 vectors hold float64; 32-bit NEON does not."""
     import platform
 
     from edgeprune.compile.schedules.intrinsics import pair_dot
 
     bits = target.vector_bits
     arch = (target.tvm.get("mtriple") or platform.machine()).lower()
-    x86 = arch.startswith(("x86_64", "amd64"))
-    return Machine(bits, 32 if bits >= 512 or arch.startswith(("aarch64", "arm64")) else 16,
-                   pair_dot(bits) if x86 else None)
+    x86, arm64 = arch.startswith(("x86_64", "amd64")), arch.startswith(("aarch64", "arm64"))
+    return Machine(bits, 32 if bits >= 512 or arm64 else 16, pair_dot(bits) if x86 else None, x86 or arm64)
