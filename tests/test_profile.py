@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -60,40 +62,46 @@ def test_unreachable_server_is_one_line(host_bundle, cli):
     assert code == 2 and "HOST:PORT" in err
 
 
-def test_tracker_with_two_servers(host_bundle, cli):
-    """A tracker on loopback with two servers registered under one key hands out sessions to profile requests."""
-    tracker_port = _free_port()
+@contextmanager
+def tracker_with_servers(key: str, count: int = 2) -> Iterator[int]:
+    """A TVM RPC tracker on loopback with `count` servers registered under `key`; yields the tracker's port once
+    it reports them all free (a server registers some time after it listens)."""
+    from tvm import rpc
+
+    tracker = _free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
-                               str(tracker_port), "--port-end", str(tracker_port + 1)], stderr=subprocess.PIPE,
+                               str(tracker), "--port-end", str(tracker + 1)], stderr=subprocess.PIPE,
                               stdout=subprocess.DEVNULL)]
     try:
-        _wait_port(tracker_port, procs[0])
-        for _ in range(2):
+        _wait_port(tracker, procs[0])
+        for _ in range(count):
             port = _free_port()
             procs.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                                            "--port", str(port), "--port-end", str(port + 1), "--tracker",
-                                           f"127.0.0.1:{tracker_port}", "--key", "edge"],
+                                           f"127.0.0.1:{tracker}", "--key", key],
                                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL))
             _wait_port(port, procs[-1])
-        from tvm import rpc
-
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            summary = rpc.connect_tracker("127.0.0.1", tracker_port).summary()
-            if sum(q.get("free", 0) for q in summary["queue_info"].values()) == 2:
-                break
+        deadline, free = time.monotonic() + 60, 0
+        while time.monotonic() < deadline and free < count:
             time.sleep(0.5)
-        assert summary["queue_info"]["edge"]["free"] == 2
-        for _ in range(2):
-            code, out, err = cli("profile", host_bundle, "--tracker", f"127.0.0.1:{tracker_port}", "--key", "edge",
-                                 "--repeat", "5", "--json")
-            assert code == 0, err
-            d = json.loads(out)
-            assert d["device"].startswith("tracker") and d["max_abs_error"] < 1e-4 and "baselines" not in d
+            free = rpc.connect_tracker("127.0.0.1", tracker).summary()["queue_info"].get(key, {}).get("free", 0)
+        assert free == count, f"{free} of {count} servers registered with the tracker"
+        yield tracker
     finally:
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_tracker_with_two_servers(host_bundle, cli):
+    """A tracker on loopback with two servers registered under one key hands out sessions to profile requests."""
+    with tracker_with_servers("edge") as tracker:
+        for _ in range(2):
+            code, out, err = cli("profile", host_bundle, "--tracker", f"127.0.0.1:{tracker}", "--key", "edge",
+                                 "--repeat", "5", "--json")
+            assert code == 0, err
+            d = json.loads(out)
+            assert d["device"].startswith("tracker") and d["max_abs_error"] < 1e-4 and "baselines" not in d
 
 
 needs_emulated_pi = pytest.mark.skipif(

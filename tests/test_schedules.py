@@ -85,6 +85,17 @@ CASES = {
                                                             ("conv", {"k": 9, "ks": 1, "pad": 0, "act": "Relu"})]),
     "conv1x1-downsample-residual": ([1, 33, 14, 14], [("conv", {"k": 66, "ks": 1, "pad": 0, "stride": 2}),
                                                       ("conv", {"k": 66, "act": "Relu"}), ("residual", {"step": 0})]),
+    "pointwise-expand-project-batch2": ([2, 16, 12, 12], [("conv", {"k": 96, "ks": 1, "pad": 0, "act": "Clip"}),
+                                                          ("conv", {"k": 13, "ks": 1, "pad": 0}),
+                                                          ("conv", {"k": 24, "ks": 1, "pad": 0, "act": "Relu"})]),
+    "pointwise-residual-and-fallbacks": ([1, 24, 8, 8], [("conv", {"k": 24, "ks": 1, "pad": 0, "act": "Relu"}),
+                                                         ("conv", {"k": 24, "ks": 1, "pad": 0}), ("residual", {"step": 0}),
+                                                         ("conv", {"k": 200, "ks": 1, "pad": 0}),
+                                                         ("conv", {"k": 8, "ks": 1, "pad": 0}),
+                                                         ("conv", {"k": 8, "ks": 1, "pad": 0, "stride": 2})]),
+    "pointwise-14x14-padded-columns": ([1, 32, 14, 14], [("conv", {"k": 64, "ks": 1, "pad": 0, "act": "Clip"}),
+                                                         ("conv", {"k": 64, "ks": 1, "pad": 0}),
+                                                         ("residual", {"step": 0})]),
     "grouped-conv": ([1, 12, 10, 10], [("conv", {"k": 18, "group": 3, "act": "Relu"}),
                                        ("conv", {"k": 16, "group": 2})]),
     "pool-gemm-head": ([1, 37, 9, 9], [("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2]}),
@@ -143,6 +154,47 @@ def test_rules_fire(host, monkeypatch):
             assert 'scope="local"' in text, gvar.name_hint
         if kind in ("conv2d", "matmul"):
             assert "T.vectorized" in text and "meta_schedule.layout_rewrite_preproc" in text, gvar.name_hint
+
+
+def test_pointwise_rule_takes_few_channel_1x1_convs(host):
+    """Float 1x1 stride-1 convs over at most MAX_CHANNELS inputs, with whole vectors of pixels, put pixels in the
+    lanes (their weights repacked to [K/kt, 1, 1, C, kt] for kt output channels per tile, not to vectors of
+    channels); wider or strided ones keep the channel-lane rule. 14x14 rows get two zero columns first."""
+    import re
+
+    import tvm
+    from tvm import relax, s_tir, tirx
+
+    from edgeprune.compile.schedules import classify, machine_for, prepare_passes, schedule_module
+    from edgeprune.compile.schedules.pointwise import _tile, applies
+
+    shape, layers = CASES["pointwise-residual-and-fallbacks"]
+    model = _chain(shape, [*layers, ("conv", {"k": 16, "ks": 1, "pad": 0})])
+    with host.tvm_target():
+        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
+    machine = machine_for(host)
+    taken = {}
+    for gvar, func in mod.functions.items():
+        sch = s_tir.Schedule(func) if isinstance(func, tirx.PrimFunc) else None
+        if sch is not None and (anchor := classify(sch)).kind == "conv2d":
+            _, k, y, x, rc, _, _ = sch.get(anchor.block).iter_vars
+            pixels = int(x.dom.extent) if int(x.dom.extent) % machine.lanes == 0 else int(y.dom.extent * x.dom.extent)
+            kt = _tile(int(k.dom.extent), pixels, machine.lanes, machine.registers)[0]
+            taken[gvar] = (int(rc.dom.extent), applies(sch, anchor, machine), kt)
+    # 24->24 twice, 24->200 at 8x8 (rows) and 8->16 at 4x4 (flat pixels) qualify; 200->8 has too many inputs,
+    # 8->8 is strided
+    assert sorted(t[:2] for t in taken.values()) == [(8, False), (8, True), (24, True), (24, True), (24, True),
+                                                      (200, False)], taken
+    scheduled = schedule_module(mod, machine)
+    for gvar, (_, pointwise, kt) in taken.items():
+        packed = re.search(r"_global = T.sblock_alloc_buffer\(\((.*?)\)\)", scheduled[gvar].script()).group(1)
+        assert packed.endswith(f"T.int64({kt if pointwise else machine.lanes}") and (kt != machine.lanes or not pointwise), packed
+
+    model = _chain([1, 32, 14, 14], [("conv", {"k": 64, "ks": 1, "pad": 0})])
+    with host.tvm_target():
+        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
+    text = next(f.script() for f in mod.functions.values() if isinstance(f, tirx.PrimFunc))
+    assert "T.int64(14), T.int64(16)" in text and "T_strided_slice" in text  # padded columns, sliced off
 
 
 INT8_CASES = ["conv3x3-odd-channels", "conv-stride2-no-bias", "depthwise-mobilenet", "depthwise-stride2-odd-channels",

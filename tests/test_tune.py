@@ -3,9 +3,6 @@ and kernels measured on boards reached through a tracker."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 
 import numpy as np
 import onnx
@@ -16,7 +13,7 @@ from edgeprune.backends.host import run_library
 from edgeprune.compile.tune import FILES, FOLDER, TuneOptions, extract_tasks
 from edgeprune.errors import UserError
 from edgeprune.graph import random_inputs
-from test_profile import _free_port, _wait_port, needs_emulated_pi
+from test_profile import _free_port, needs_emulated_pi, tracker_with_servers
 
 pytestmark = pytest.mark.slow  # MetaSchedule's first use imports every tensor intrinsic (a minute under load)
 
@@ -124,29 +121,13 @@ def test_a_database_of_our_rules_builds_the_default_library(model, tmp_path, cli
 
 
 def test_tuning_through_a_tracker_of_two_servers(model, tmp_path, cli):
-    tracker = _free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
-                               str(tracker), "--port-end", str(tracker + 1)], stderr=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL)]
-    try:
-        _wait_port(tracker, procs[0])
-        for _ in range(2):
-            port = _free_port()
-            procs.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port",
-                                           str(port), "--port-end", str(port + 1), "--tracker", f"127.0.0.1:{tracker}",
-                                           "--key", "edge"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL))
-            _wait_port(port, procs[-1])
-        time.sleep(2)  # the servers register with the tracker after they listen
+    with tracker_with_servers("edge") as tracker:
         code, out, err = cli("compile", model, "--target", "host", "-o", tmp_path / "b", "--tune-trials", "2",
                              "--tracker", f"127.0.0.1:{tracker}", "--key", "edge", "--json")
-        assert code == 0, err
-        tuned = json.loads(out)["build"]["tuning"]["tuned"]
-        assert tuned["measured"] == f"tracker 127.0.0.1:{tracker} key edge" and tuned["trials"] >= 1
-        assert tuned["failed"] == 0
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+    assert code == 0, err
+    tuned = json.loads(out)["build"]["tuning"]["tuned"]
+    assert tuned["measured"] == f"tracker 127.0.0.1:{tracker} key edge" and tuned["trials"] >= 1
+    assert tuned["failed"] == 0
 
 
 @pytest.mark.emulator

@@ -17,7 +17,7 @@ from edgeprune.compile.schedules.conv import schedule_conv2d
 from edgeprune.compile.schedules.depthwise import schedule_depthwise
 from edgeprune.compile.schedules.kinds import Anchor, classify
 from edgeprune.compile.schedules.machine import Machine, machine_for
-from edgeprune.compile.schedules.padding import pad_conv_channels
+from edgeprune.compile.schedules.padding import pad_conv_channels, pad_pointwise_columns
 from edgeprune.compile.schedules.requant import float64_requant
 from edgeprune.compile.schedules.simple import schedule_elementwise, schedule_matmul, schedule_pool
 from edgeprune.targets import Target
@@ -60,6 +60,7 @@ def prepare_passes(target: Target) -> list[tvm.transform.Pass]:
     return [
         *stages.library_dispatch_passes(tvm_target),
         *([float64_requant()] if machine.float64 else []),
+        pad_pointwise_columns(machine.lanes),
         pad_conv_channels(machine.lanes, pairs=machine.pair_dot is not None),
         *stages.legalize_passes(tvm_target),
         relax.transform.AttachAttrLayoutFreeBuffers(),

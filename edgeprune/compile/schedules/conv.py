@@ -5,7 +5,8 @@ of output channels' weights, so the weights are repacked at compile time to [K/l
 (zero-padded when K is not a multiple of lanes) and the accumulators of a `vecs x pixels` tile stay in
 registers for the whole reduction. int8 convs on x86 (int16 data x int8 weights after the integer lowering)
 take the pair intrinsic instead: two input channels per lane and instruction (pmaddwd), with channel pairs
-made adjacent in the data and the weights. Depthwise convs have a rule of their own (depthwise.py).
+made adjacent in the data and the weights. Float 1x1 convs over few channels put pixels in the lanes
+(pointwise.py); depthwise convs have a rule of their own (depthwise.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from edgeprune.compile.schedules.common import (inline_epilogue, inline_producer
                                                 read_index, worth_parallel)
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
+from edgeprune.compile.schedules.pointwise import applies as pointwise, schedule_pointwise
 
 
 def _register_tile(channels: int, width: int, lanes: int, registers: int, integer: bool = False) -> tuple[int, int]:
@@ -107,6 +109,8 @@ def schedule_conv2d(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> No
     """Dense and grouped convs, any kernel, stride and padding; the epilogue is applied as the tile is stored."""
     if _pairs(sch, anchor, machine):
         return schedule_conv2d_pairs(sch, anchor, machine)
+    if pointwise(sch, anchor, machine):
+        return schedule_pointwise(sch, anchor, machine)
     block = anchor.block
     lanes = machine.lanes
     out_channels = int(sch.get(block).iter_vars[1].dom.extent)

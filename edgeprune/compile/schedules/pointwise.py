@@ -1,0 +1,114 @@
+"""1x1 stride-1 float convs as a matrix product with output PIXELS across the vector lanes.
+
+conv.py's rule puts output channels in the lanes, so every accumulator vector holds one pixel of 8
+channels and its store to NCHW is a transpose: 8 scalar stores and the epilogue done lane by lane. A 3x3
+conv amortizes that over 9*C multiply-adds per output; a 1x1 conv with few input channels (MobileNet's
+expansions: 16, 24, 32) does not, and ran 3x slower than onnxruntime (16->96 at 112x112, measured).
+Here out[k, p:p+lanes] += w[k, c] * x[c, p:p+lanes] over the flattened pixels p = y*W + x: the data is
+loaded as vectors straight from its NCHW planes, one weight is broadcast per output channel, and each
+accumulator is stored (epilogue included) as one vector. Pixels go in blocks whose input channels fit in
+L1 and every block is finished for all output channels before the next, so the input is read from memory
+once and the output is written as a few sequential streams.
+"""
+from __future__ import annotations
+
+from tvm import s_tir
+
+from edgeprune.compile.schedules.common import inline_epilogue, inline_producers, prepack, read_index, worth_parallel
+from edgeprune.compile.schedules.kinds import Anchor
+from edgeprune.compile.schedules.machine import Machine
+
+# Above this many input channels the channels-in-lanes rule is as fast or faster (measured: 256->64 at 56x56
+# 1.21x onnxruntime there, 1.30x here; 192->32 at 28x28 0.94x there, 0.71x here).
+MAX_CHANNELS = 192
+BLOCK_BYTES = 32 * 1024  # input channels x pixels of one block: an L1 data cache (32-64 KiB on Zen, Cortex-A7x)
+
+
+def applies(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> bool:
+    """A float conv with a one-pixel window whose data has the output's height and width (so stride 1, and no
+    padding but padding.py's extra columns) and exactly the reduction's channels (not grouped), whole vectors of
+    pixels, few input channels."""
+    block = sch.get(anchor.block)
+    _, _, y, x, rc, ry, rx = block.iter_vars
+    data = next(r.source for r in block.reads if not r.source.same_as(anchor.weight.source))
+    return (str(block.body.value.ty) == "float32" and str(data.dtype) == "float32"
+            and int(ry.dom.extent) * int(rx.dom.extent) == 1 and int(rc.dom.extent) <= MAX_CHANNELS
+            and [int(d) for d in data.shape[1:]] == [int(rc.dom.extent), int(y.dom.extent), int(x.dom.extent)]
+            and int(y.dom.extent) * int(x.dom.extent) % machine.lanes == 0)
+
+
+def _tile(channels: int, pixels: int, lanes: int, registers: int) -> tuple[int, int]:
+    """(output channels, pixel vectors) of the accumulator tile: the most multiply-adds per step that fit in
+    the registers next to the data vectors and one broadcast weight; then the fewest loads."""
+    tiles = [(kt, pv) for kt in range(1, 13) for pv in (1, 2, 3, 4)
+             if channels % kt == 0 and pixels % (pv * lanes) == 0 and kt * pv + pv + 1 <= registers]
+    return max(tiles, key=lambda t: (t[0] * t[1], -t[0] - t[1], t[0]))
+
+
+def _rows(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, kt: int, pv: int, lanes: int) -> tuple:
+    """Rows of whole vectors (W a multiple of the lanes, after padding.py's width padding): loops
+    (row block | channel tile | row | pixel tile | ...), the store through the slice that drops padded columns."""
+    n, k, y, x, rc, ry, rx = sch.get_loops(block)
+    height, width = int(sch.get(y).extent), int(sch.get(x).extent)
+    inputs = int(sch.get(rc).extent)
+    rows = max(r for r in range(1, height + 1) if height % r == 0 and (inputs * r * width * 4 <= BLOCK_BYTES or r == 1))
+    yb, yi = sch.split(y, [None, rows])
+    xo, pvl, pl = sch.split(x, [None, pv, lanes])
+    ko, ki = sch.split(k, [None, kt])
+    sch.reorder(n, yb, ko, yi, xo, rc, ry, rx, ki, pvl, pl)
+    return n, yb, xo, rc, ki, pvl, pl
+
+
+def _flat(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, stores: list, kt: int, pv: int, lanes: int) -> tuple:
+    """One pixel axis p = y*W + x in the accumulator and in the blocks' iterations, so that every region is a
+    plain range (with y and x fused as loops, a store's region was a bounding box of whole rows: wrong pixels
+    stored): loops (pixel block | channel tile | pixel tile | ...)."""
+    _, _, y, x, rc, _, _ = sch.get(block).iter_vars
+    width, pixels, inputs = int(x.dom.extent), int(y.dom.extent) * int(x.dom.extent), int(rc.dom.extent)
+    sch.transform_layout(block, ("write", 0), lambda n, o, h, w: (n, o, h * width + w))
+    sch.transform_block_layout(block, lambda n, o, h, w, c, r, s: (n, o, h * width + w, c, r, s))
+    for store in stores:
+        sch.transform_block_layout(store, lambda n, o, h, w: (n, o, h * width + w))
+    n, k, p, rc, ry, rx = sch.get_loops(block)
+    step = pv * lanes
+    per_block = max(b for b in range(step, pixels + 1, step)
+                    if pixels % b == 0 and (inputs * b * 4 <= BLOCK_BYTES or b == step))
+    pb, po, pvl, pl = sch.split(p, [None, per_block // step, pv, lanes])
+    ko, ki = sch.split(k, [None, kt])
+    sch.reorder(n, pb, ko, po, rc, ry, rx, ki, pvl, pl)
+    return n, pb, po, rc, ki, pvl, pl
+
+
+def schedule_pointwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
+    """Weights repacked to [K/kt, C, kt] at compile time so each step's broadcasts are adjacent; the
+    accumulator tile (kt output channels x pv vectors of pixels) stays in registers over all input channels."""
+    block = anchor.block
+    lanes = machine.lanes
+    _, k, y, x, _, _, _ = sch.get(block).iter_vars
+    rows = int(x.dom.extent) % lanes == 0
+    kt, pv = _tile(int(k.dom.extent), int(x.dom.extent) if rows else int(y.dom.extent) * int(x.dom.extent),
+                   lanes, machine.registers)
+    inline_producers(sch, block, lanes)
+    if not prepack(sch, block, read_index(sch, block, anchor.weight), lambda o, c, h, w: (o // kt, h, w, c, o % kt)):
+        return
+    acc = sch.cache_write(block, 0, "local")
+    sliced = inline_epilogue(sch, acc)
+    if rows:
+        n, outer, tile, rc, ki, pvl, pl = _rows(sch, block, kt, pv, lanes)
+    else:
+        n, outer, tile, rc, ki, pvl, pl = _flat(sch, block, [b for b in (acc, sliced) if b is not None], kt, pv, lanes)
+    sch.reverse_compute_at(acc, tile)
+    store = acc
+    if sliced is not None:  # padded channels or columns: the tile is stored through the slice that drops them
+        sch.reverse_compute_at(sliced, tile)
+        sch.compute_inline(acc)
+        store = sliced
+    if worth_parallel(sch, block):
+        sch.parallel(sch.fuse(n, outer))
+    sch.unroll(ki)
+    sch.unroll(pvl)
+    sch.vectorize(pl)
+    sch.decompose_reduction(block, rc)
+    last = sch.get_loops(store)[-1]
+    if int(sch.get(last).extent) % lanes == 0:  # a row cut short by the slice is left to LLVM
+        sch.vectorize(sch.split(last, [None, lanes])[1])
