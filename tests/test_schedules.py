@@ -197,7 +197,7 @@ def test_pointwise_rule_takes_few_channel_1x1_convs(host):
     assert "T.int64(14), T.int64(16)" in text and "T_strided_slice" in text  # padded columns, sliced off
 
 
-INT8_CASES = ["conv3x3-odd-channels", "conv-stride2-no-bias", "depthwise-mobilenet", "depthwise-stride2-odd-channels",
+INT8_CASES = ["pointwise-expand-project-batch2", "pointwise-residual-and-fallbacks", "conv3x3-odd-channels", "conv-stride2-no-bias", "depthwise-mobilenet", "depthwise-stride2-odd-channels",
               "depthwise-prime-widths", "conv1x1-downsample-residual",
               "grouped-conv", "pool-gemm-head", "gemm-batch", "conv7x7-stem-maxpool", "conv-odd-widths-5x5",
               "conv-asymmetric-pad-dilated-batch2"]
@@ -261,6 +261,30 @@ def test_int8_rules_fire(host):
             assert ("T.nearbyint" in text and '"float64"' in text) == machine.float64, gvar.name_hint
             if machine.pair_dot and "depthwise" not in want and "conv2d" in gvar.name_hint:  # x86: the pair intrinsic
                 assert "llvm.x86.avx" in text and "pmadd" in text, gvar.name_hint
+
+
+def test_int8_pointwise_puts_pixels_in_the_lanes(host):
+    """int16 x int8 1x1 convs that pointwise.py takes run the pair instruction with a weight pair broadcast and
+    pixels' channel pairs in the lanes; the 3x3 conv keeps the data pair broadcast."""
+    import tvm
+
+    from edgeprune.compile.schedules import machine_for, prepare_passes, schedule_module
+
+    machine = machine_for(host)
+    if machine.pair_dot is None:
+        pytest.skip("no pair instruction on this CPU")
+    model = _chain([1, 16, 8, 8], [("conv", {"k": 24, "act": "Relu"}), ("conv", {"k": 40, "ks": 1, "pad": 0})])
+    rng = np.random.default_rng(3)
+    from edgeprune.graph import canonicalize
+    from edgeprune.quant.quantize import quantize
+
+    model = quantize(canonicalize(model), [{"x": rng.standard_normal((1, 16, 8, 8)).astype(np.float32)}] * 2)
+    with host.tvm_target():
+        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
+    scheduled = schedule_module(mod, machine)
+    texts = {g.name_hint: scheduled[g].script() for g in mod.functions if "conv2d" in g.name_hint}
+    pixel_pair = {name: 'T.Cast("int16x2"' in text for name, text in texts.items()}  # the broadcast weight pair
+    assert sorted(pixel_pair.values()) == [False, True], pixel_pair
 
 
 def _int8_layer_asm(target, shape, layers) -> str:

@@ -16,7 +16,7 @@ from edgeprune.compile.schedules.common import (inline_epilogue, inline_producer
                                                 read_index, worth_parallel)
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
-from edgeprune.compile.schedules.pointwise import applies as pointwise, schedule_pointwise
+from edgeprune.compile.schedules.pointwise import applies as pointwise, schedule_pointwise, schedule_pointwise_pairs
 
 
 def _register_tile(channels: int, width: int, lanes: int, registers: int, integer: bool = False) -> tuple[int, int]:
@@ -108,6 +108,8 @@ def schedule_conv2d_pairs(sch: s_tir.Schedule, anchor: Anchor, machine: Machine)
 def schedule_conv2d(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
     """Dense and grouped convs, any kernel, stride and padding; the epilogue is applied as the tile is stored."""
     if _pairs(sch, anchor, machine):
+        if pointwise(sch, anchor, machine, pairs=True):
+            return schedule_pointwise_pairs(sch, anchor, machine)
         return schedule_conv2d_pairs(sch, anchor, machine)
     if pointwise(sch, anchor, machine):
         return schedule_pointwise(sch, anchor, machine)

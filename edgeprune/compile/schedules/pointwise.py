@@ -8,13 +8,17 @@ Here out[k, p:p+lanes] += w[k, c] * x[c, p:p+lanes] over the flattened pixels p 
 loaded as vectors straight from its NCHW planes, one weight is broadcast per output channel, and each
 accumulator is stored (epilogue included) as one vector. Pixels go in blocks whose input channels fit in
 L1 and every block is finished for all output channels before the next, so the input is read from memory
-once and the output is written as a few sequential streams.
+once and the output is written as a few sequential streams. int8 convs (int16 data x int8 weights after the
+integer lowering) take the same loops on x86 with the pair instruction turned around: a vector of pixels'
+channel pairs times one broadcast weight pair (16->96 at 112x112: 2.1x -> 0.86x onnxruntime's int8, measured
+under load), the requantization applied to a vector of pixels of one channel.
 """
 from __future__ import annotations
 
 from tvm import s_tir
 
-from edgeprune.compile.schedules.common import inline_epilogue, inline_producers, prepack, read_index, worth_parallel
+from edgeprune.compile.schedules.common import (inline_epilogue, inline_producers, parallel_vectorize, prepack,
+                                                read_index, worth_parallel)
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 
@@ -24,14 +28,14 @@ MAX_CHANNELS = 192
 BLOCK_BYTES = 32 * 1024  # input channels x pixels of one block: an L1 data cache (32-64 KiB on Zen, Cortex-A7x)
 
 
-def applies(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> bool:
-    """A float conv with a one-pixel window whose data has the output's height and width (so stride 1, and no
-    padding but padding.py's extra columns) and exactly the reduction's channels (not grouped), whole vectors of
-    pixels, few input channels."""
+def applies(sch: s_tir.Schedule, anchor: Anchor, machine: Machine, pairs: bool = False) -> bool:
+    """A float conv (or with `pairs`, one conv.py found fit for the pair intrinsic) with a one-pixel window whose
+    data has the output's height and width (so stride 1, and no padding but padding.py's extra columns) and
+    exactly the reduction's channels (not grouped), whole vectors of pixels, few input channels."""
     block = sch.get(anchor.block)
     _, _, y, x, rc, ry, rx = block.iter_vars
     data = next(r.source for r in block.reads if not r.source.same_as(anchor.weight.source))
-    return (str(block.body.value.ty) == "float32" and str(data.dtype) == "float32"
+    return ((pairs or str(block.body.value.ty) == "float32" and str(data.dtype) == "float32")
             and int(ry.dom.extent) * int(rx.dom.extent) == 1 and int(rc.dom.extent) <= MAX_CHANNELS
             and [int(d) for d in data.shape[1:]] == [int(rc.dom.extent), int(y.dom.extent), int(x.dom.extent)]
             and int(y.dom.extent) * int(x.dom.extent) % machine.lanes == 0)
@@ -59,7 +63,8 @@ def _rows(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, kt: int, pv: int,
     return n, yb, xo, rc, ki, pvl, pl
 
 
-def _flat(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, stores: list, kt: int, pv: int, lanes: int) -> tuple:
+def _flat(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, stores: list, kt: int, pv: int, lanes: int,
+          pair: int = 1) -> tuple:
     """One pixel axis p = y*W + x in the accumulator and in the blocks' iterations, so that every region is a
     plain range (with y and x fused as loops, a store's region was a bounding box of whole rows: wrong pixels
     stored): loops (pixel block | channel tile | pixel tile | ...)."""
@@ -75,7 +80,11 @@ def _flat(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, stores: list, kt:
                     if pixels % b == 0 and (inputs * b * 4 <= BLOCK_BYTES or b == step))
     pb, po, pvl, pl = sch.split(p, [None, per_block // step, pv, lanes])
     ko, ki = sch.split(k, [None, kt])
-    sch.reorder(n, pb, ko, po, rc, ry, rx, ki, pvl, pl)
+    if pair > 1:  # the reduction's pairs innermost, for the pair intrinsic
+        rc, rci = sch.split(rc, [None, pair])
+        sch.reorder(n, pb, ko, po, rc, ry, rx, ki, pvl, pl, rci)
+    else:
+        sch.reorder(n, pb, ko, po, rc, ry, rx, ki, pvl, pl)
     return n, pb, po, rc, ki, pvl, pl
 
 
@@ -112,3 +121,44 @@ def schedule_pointwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) ->
     last = sch.get_loops(store)[-1]
     if int(sch.get(last).extent) % lanes == 0:  # a row cut short by the slice is left to LLVM
         sch.vectorize(sch.split(last, [None, lanes])[1])
+
+
+def schedule_pointwise_pairs(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
+    """int16 x int8 1x1 convs with pixels in the lanes, on intrinsics.pixel_pair_dot: a copy of the data puts each
+    pixel's channel pairs side by side ([N, C/2, H*W, 2], made per call), the weights are packed to
+    [K/kt, C/2, kt, 2]; the requantizing epilogue is applied to a vector of pixels of one channel."""
+    from edgeprune.compile.schedules.intrinsics import pixel_pair_dot
+
+    block = anchor.block
+    lanes = machine.lanes
+    _, k, y, x, _, _, _ = sch.get(block).iter_vars
+    width, pixels = int(x.dom.extent), int(y.dom.extent) * int(x.dom.extent)
+    kt, pv = _tile(int(k.dom.extent), pixels, lanes, machine.registers)
+    weight = read_index(sch, block, anchor.weight)
+    inline_producers(sch, block, lanes)
+    if not prepack(sch, block, weight, lambda o, c, h, w: (o // kt, h, w, c // 2, o % kt, c % 2)):
+        return
+    copy = sch.cache_read(block, 1 - weight, "global")
+    for producer in sch.get_producers(copy):  # the odd-channel padding: a branch in the copy, not in the MACs
+        sch.compute_inline(producer)
+    sch.transform_layout(block, ("read", 1 - weight), lambda n, c, h, w: (n, c // 2, h * width + w, c % 2))
+    acc = sch.cache_write(block, 0, "local")
+    sliced = inline_epilogue(sch, acc)
+    n, outer, tile, rc, ki, pvl, pl = _flat(sch, block, [b for b in (acc, sliced) if b is not None], kt, pv, lanes, 2)
+    sch.reverse_compute_at(acc, tile)
+    store = acc
+    if sliced is not None:
+        sch.reverse_compute_at(sliced, tile)
+        sch.compute_inline(acc)
+        store = sliced
+    if worth_parallel(sch, block):
+        sch.parallel(sch.fuse(n, outer))
+    sch.unroll(ki)
+    sch.unroll(pvl)
+    sch.decompose_reduction(block, rc)
+    sch.tensorize(pl, pixel_pair_dot(machine.vector_bits))
+    sch.vectorize(sch.split(sch.get_loops(store)[-1], [None, lanes])[1])
+    n, c, h, w = sch.get_loops(copy)  # written in order: channel pairs, pixels, the pair
+    co, ci = sch.split(c, [None, 2])
+    sch.reorder(n, co, h, w, ci)
+    parallel_vectorize(sch, copy, 2)
