@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 from conftest import EXAMPLE
@@ -114,16 +115,27 @@ needs_emulated_pi = pytest.mark.skipif(
 def test_rpi4_bundle_runs_on_an_emulated_pi(tmp_path, cli):
     from edgeprune.profile import emulator
 
+    import onnx
+
+    from test_schedules import CASES, _chain
+
     compile_model(EXAMPLE, "rpi4", tmp_path / "rpi4")
+    # and NEON's own tiles of the pointwise rule: 1x1 convs with pixels in the lanes, flat and by rows
+    onnx.save(onnx.shape_inference.infer_shapes(_chain(*CASES["pointwise-residual-and-fallbacks"])),
+              tmp_path / "pointwise.onnx")
+    compile_model(tmp_path / "pointwise.onnx", "rpi4", tmp_path / "pointwise")
     port = _free_port()
     server = emulator.start_rpc_server(port)
     try:
-        code, out, err = cli("profile", tmp_path / "rpi4", "--rpc", f"127.0.0.1:{port}", "--repeat", "3",
-                             "--warmup", "1", "--timeout", "30", "--json")
-        assert code == 0, err
-        d = json.loads(out)
-        assert d["target"] == "rpi4" and d["device"] == f"rpc 127.0.0.1:{port}"
-        assert d["max_abs_error"] < 1e-4
+        for bundle in ("rpi4", "pointwise"):
+            code, out, err = cli("profile", tmp_path / bundle, "--rpc", f"127.0.0.1:{port}", "--repeat", "3",
+                                 "--warmup", "1", "--timeout", "30", "--json")
+            assert code == 0, err
+            d = json.loads(out)
+            assert d["target"] == "rpi4" and d["device"] == f"rpc 127.0.0.1:{port}"
+            check = np.load(tmp_path / bundle / "check.npz")  # the compiler's reference outputs (onnxruntime)
+            scale = max(float(np.abs(check[f]).max()) for f in check.files if f.startswith("output:"))
+            assert d["max_abs_error"] < 1e-4 * max(1.0, scale), (bundle, d["max_abs_error"], scale)
     finally:
         emulator.stop(server)
     # and the bundle's own runner, in the emulated board's Python with only TVM's runtime
