@@ -197,7 +197,8 @@ def test_pointwise_rule_takes_few_channel_1x1_convs(host):
     assert "T.int64(14), T.int64(16)" in text and "T_strided_slice" in text  # padded columns, sliced off
 
 
-INT8_CASES = ["pointwise-expand-project-batch2", "pointwise-residual-and-fallbacks", "conv3x3-odd-channels", "conv-stride2-no-bias", "depthwise-mobilenet", "depthwise-stride2-odd-channels",
+INT8_CASES = ["pointwise-expand-project-batch2", "pointwise-residual-and-fallbacks", "pointwise-14x14-padded-columns",
+              "conv3x3-odd-channels", "conv-stride2-no-bias", "depthwise-mobilenet", "depthwise-stride2-odd-channels",
               "depthwise-prime-widths", "conv1x1-downsample-residual",
               "grouped-conv", "pool-gemm-head", "gemm-batch", "conv7x7-stem-maxpool", "conv-odd-widths-5x5",
               "conv-asymmetric-pad-dilated-batch2"]

@@ -60,7 +60,7 @@ def prepare_passes(target: Target) -> list[tvm.transform.Pass]:
     return [
         *stages.library_dispatch_passes(tvm_target),
         *([float64_requant()] if machine.float64 else []),
-        pad_pointwise_columns(machine.lanes),
+        pad_pointwise_columns(machine.lanes, pairs=machine.pair_dot is not None),
         pad_conv_channels(machine.lanes, pairs=machine.pair_dot is not None),
         *stages.legalize_passes(tvm_target),
         relax.transform.AttachAttrLayoutFreeBuffers(),

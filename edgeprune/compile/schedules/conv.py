@@ -16,7 +16,7 @@ from edgeprune.compile.schedules.common import (inline_epilogue, inline_producer
                                                 read_index, worth_parallel)
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
-from edgeprune.compile.schedules.pointwise import applies as pointwise, schedule_pointwise, schedule_pointwise_pairs
+from edgeprune.compile.schedules.pointwise import applies as pointwise, schedule_pointwise
 
 
 CHAINS = 8  # independent accumulators that hide the FMA latency: 4 cycles x 2 pipes (Zen, Skylake, Cortex-A76)
@@ -120,7 +120,7 @@ def schedule_conv2d(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> No
     """Dense and grouped convs, any kernel, stride and padding; the epilogue is applied as the tile is stored."""
     if _pairs(sch, anchor, machine):
         if pointwise(sch, anchor, machine, pairs=True):
-            return schedule_pointwise_pairs(sch, anchor, machine)
+            return schedule_pointwise(sch, anchor, machine, pairs=True)
         return schedule_conv2d_pairs(sch, anchor, machine)
     if pointwise(sch, anchor, machine):
         return schedule_pointwise(sch, anchor, machine)

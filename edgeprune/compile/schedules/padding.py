@@ -53,10 +53,12 @@ def pad_conv_channels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
     return run
 
 
-def pad_pointwise_columns(lanes: int) -> tvm.transform.Pass:
+def pad_pointwise_columns(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
     """The pass: float 1x1 stride-1 convs over at most MAX_CHANNELS inputs whose pixels do not fill whole vectors
     get zero columns on the right, up to a multiple of `lanes`, when that adds at most MAX_EXTRA_COLUMNS and makes
-    rows of two vectors or more (7 -> 8 columns with 8 lanes gave one-vector tiles, measured slower than before)."""
+    rows of two vectors or more (7 -> 8 columns with 8 lanes gave one-vector tiles, measured slower than before).
+    `pairs`: int16 x int8 convs too (the pair intrinsic's pointwise form; what the padded columns hold does not
+    matter, they are sliced off)."""
     data, weight = wildcard(), is_const()
     pattern = is_op("relax.nn.conv2d")(data, weight)
 
@@ -65,7 +67,9 @@ def pad_pointwise_columns(lanes: int) -> tvm.transform.Pass:
         shape = matches[data].ty.shape
         height, width = int(shape[2]), int(shape[3])
         extra = -width % lanes
-        if (w.shape[2:] != (1, 1) or w.shape[1] > MAX_CHANNELS or w.shape[0] % lanes or str(w.dtype) != "float32"
+        dtypes = (str(matches[data].ty.dtype), str(w.dtype))
+        if (w.shape[2:] != (1, 1) or w.shape[1] > MAX_CHANNELS or w.shape[0] % lanes
+                or dtypes not in (("float32", "float32"), *([("int16", "int8")] if pairs else []))
                 or attrs.groups != 1 or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
                 or any(int(v) != 1 for v in (*attrs.strides, *attrs.dilation)) or any(int(v) for v in attrs.padding)
                 or height * width % lanes == 0 or extra > MAX_EXTRA_COLUMNS * width or width + extra < 2 * lanes):

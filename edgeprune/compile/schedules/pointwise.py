@@ -49,7 +49,7 @@ def _tile(channels: int, pixels: int, lanes: int, registers: int) -> tuple[int, 
     return max(tiles, key=lambda t: (t[0] * t[1], -t[0] - t[1], t[0]))
 
 
-def _rows(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, kt: int, pv: int, lanes: int) -> tuple:
+def _rows(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, kt: int, pv: int, lanes: int, pair: int) -> tuple:
     """Rows of whole vectors (W a multiple of the lanes, after padding.py's width padding): loops
     (row block | channel tile | row | pixel tile | ...), the store through the slice that drops padded columns."""
     n, k, y, x, rc, ry, rx = sch.get_loops(block)
@@ -59,12 +59,13 @@ def _rows(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, kt: int, pv: int,
     yb, yi = sch.split(y, [None, rows])
     xo, pvl, pl = sch.split(x, [None, pv, lanes])
     ko, ki = sch.split(k, [None, kt])
-    sch.reorder(n, yb, ko, yi, xo, rc, ry, rx, ki, pvl, pl)
+    rc, *rci = sch.split(rc, [None, pair]) if pair > 1 else [rc]  # the pair intrinsic's reduction innermost
+    sch.reorder(n, yb, ko, yi, xo, rc, ry, rx, ki, pvl, pl, *rci)
     return n, yb, xo, rc, ki, pvl, pl
 
 
 def _flat(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, stores: list, kt: int, pv: int, lanes: int,
-          pair: int = 1) -> tuple:
+          pair: int) -> tuple:
     """One pixel axis p = y*W + x in the accumulator and in the blocks' iterations, so that every region is a
     plain range (with y and x fused as loops, a store's region was a bounding box of whole rows: wrong pixels
     stored): loops (pixel block | channel tile | pixel tile | ...)."""
@@ -80,32 +81,43 @@ def _flat(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, stores: list, kt:
                     if pixels % b == 0 and (inputs * b * 4 <= BLOCK_BYTES or b == step))
     pb, po, pvl, pl = sch.split(p, [None, per_block // step, pv, lanes])
     ko, ki = sch.split(k, [None, kt])
-    if pair > 1:  # the reduction's pairs innermost, for the pair intrinsic
-        rc, rci = sch.split(rc, [None, pair])
-        sch.reorder(n, pb, ko, po, rc, ry, rx, ki, pvl, pl, rci)
-    else:
-        sch.reorder(n, pb, ko, po, rc, ry, rx, ki, pvl, pl)
+    rc, *rci = sch.split(rc, [None, pair]) if pair > 1 else [rc]
+    sch.reorder(n, pb, ko, po, rc, ry, rx, ki, pvl, pl, *rci)
     return n, pb, po, rc, ki, pvl, pl
 
 
-def schedule_pointwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
+def schedule_pointwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine, pairs: bool = False) -> None:
     """Weights repacked to [K/kt, C, kt] at compile time so each step's broadcasts are adjacent; the
-    accumulator tile (kt output channels x pv vectors of pixels) stays in registers over all input channels."""
+    accumulator tile (kt output channels x pv vectors of pixels) stays in registers over all input channels.
+    `pairs`: int16 x int8 on intrinsics.pixel_pair_dot, with a copy of the data that puts each pixel's channel
+    pairs side by side ([N, C/2, H*W, 2] or [N, C/2, H, W, 2], made per call) and weights [K/kt, C/2, kt, 2]."""
+    from edgeprune.compile.schedules.intrinsics import pixel_pair_dot
+
     block = anchor.block
     lanes = machine.lanes
     _, k, y, x, _, _, _ = sch.get(block).iter_vars
-    rows = int(x.dom.extent) % lanes == 0
-    kt, pv = _tile(int(k.dom.extent), int(x.dom.extent) if rows else int(y.dom.extent) * int(x.dom.extent),
-                   lanes, machine.registers)
+    height, width = int(y.dom.extent), int(x.dom.extent)
+    rows = width % lanes == 0
+    kt, pv = _tile(int(k.dom.extent), width if rows else height * width, lanes, machine.registers)
+    weight = read_index(sch, block, anchor.weight)
     inline_producers(sch, block, lanes)
-    if not prepack(sch, block, read_index(sch, block, anchor.weight), lambda o, c, h, w: (o // kt, h, w, c, o % kt)):
+    packed = (lambda o, c, h, w: (o // kt, h, w, c // 2, o % kt, c % 2)) if pairs else \
+        (lambda o, c, h, w: (o // kt, h, w, c, o % kt))
+    if not prepack(sch, block, weight, packed):
         return
+    if pairs:
+        copy = sch.cache_read(block, 1 - weight, "global")
+        for producer in sch.get_producers(copy):  # the odd-channel padding: a branch in the copy, not in the MACs
+            sch.compute_inline(producer)
+        sch.transform_layout(block, ("read", 1 - weight), (lambda n, c, h, w: (n, c // 2, h, w, c % 2)) if rows
+                             else (lambda n, c, h, w: (n, c // 2, h * width + w, c % 2)))
     acc = sch.cache_write(block, 0, "local")
     sliced = inline_epilogue(sch, acc)
+    pair = 2 if pairs else 1
     if rows:
-        n, outer, tile, rc, ki, pvl, pl = _rows(sch, block, kt, pv, lanes)
+        n, outer, tile, rc, ki, pvl, pl = _rows(sch, block, kt, pv, lanes, pair)
     else:
-        n, outer, tile, rc, ki, pvl, pl = _flat(sch, block, [b for b in (acc, sliced) if b is not None], kt, pv, lanes)
+        n, outer, tile, rc, ki, pvl, pl = _flat(sch, block, [b for b in (acc, sliced) if b], kt, pv, lanes, pair)
     sch.reverse_compute_at(acc, tile)
     store = acc
     if sliced is not None:  # padded channels or columns: the tile is stored through the slice that drops them
@@ -116,49 +128,16 @@ def schedule_pointwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) ->
         sch.parallel(sch.fuse(n, outer))
     sch.unroll(ki)
     sch.unroll(pvl)
-    sch.vectorize(pl)
-    sch.decompose_reduction(block, rc)
+    if pairs:
+        sch.decompose_reduction(block, rc)
+        sch.tensorize(pl, pixel_pair_dot(machine.vector_bits))
+        n, c, *pixel = sch.get_loops(copy)  # written in order: channel pairs, pixels, the pair
+        co, ci = sch.split(c, [None, 2])
+        sch.reorder(n, co, *pixel, ci)
+        parallel_vectorize(sch, copy, 2)
+    else:
+        sch.vectorize(pl)
+        sch.decompose_reduction(block, rc)
     last = sch.get_loops(store)[-1]
     if int(sch.get(last).extent) % lanes == 0:  # a row cut short by the slice is left to LLVM
         sch.vectorize(sch.split(last, [None, lanes])[1])
-
-
-def schedule_pointwise_pairs(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
-    """int16 x int8 1x1 convs with pixels in the lanes, on intrinsics.pixel_pair_dot: a copy of the data puts each
-    pixel's channel pairs side by side ([N, C/2, H*W, 2], made per call), the weights are packed to
-    [K/kt, C/2, kt, 2]; the requantizing epilogue is applied to a vector of pixels of one channel."""
-    from edgeprune.compile.schedules.intrinsics import pixel_pair_dot
-
-    block = anchor.block
-    lanes = machine.lanes
-    _, k, y, x, _, _, _ = sch.get(block).iter_vars
-    width, pixels = int(x.dom.extent), int(y.dom.extent) * int(x.dom.extent)
-    kt, pv = _tile(int(k.dom.extent), pixels, lanes, machine.registers)
-    weight = read_index(sch, block, anchor.weight)
-    inline_producers(sch, block, lanes)
-    if not prepack(sch, block, weight, lambda o, c, h, w: (o // kt, h, w, c // 2, o % kt, c % 2)):
-        return
-    copy = sch.cache_read(block, 1 - weight, "global")
-    for producer in sch.get_producers(copy):  # the odd-channel padding: a branch in the copy, not in the MACs
-        sch.compute_inline(producer)
-    sch.transform_layout(block, ("read", 1 - weight), lambda n, c, h, w: (n, c // 2, h * width + w, c % 2))
-    acc = sch.cache_write(block, 0, "local")
-    sliced = inline_epilogue(sch, acc)
-    n, outer, tile, rc, ki, pvl, pl = _flat(sch, block, [b for b in (acc, sliced) if b is not None], kt, pv, lanes, 2)
-    sch.reverse_compute_at(acc, tile)
-    store = acc
-    if sliced is not None:
-        sch.reverse_compute_at(sliced, tile)
-        sch.compute_inline(acc)
-        store = sliced
-    if worth_parallel(sch, block):
-        sch.parallel(sch.fuse(n, outer))
-    sch.unroll(ki)
-    sch.unroll(pvl)
-    sch.decompose_reduction(block, rc)
-    sch.tensorize(pl, pixel_pair_dot(machine.vector_bits))
-    sch.vectorize(sch.split(sch.get_loops(store)[-1], [None, lanes])[1])
-    n, c, h, w = sch.get_loops(copy)  # written in order: channel pairs, pixels, the pair
-    co, ci = sch.split(c, [None, 2])
-    sch.reorder(n, co, h, w, ci)
-    parallel_vectorize(sch, copy, 2)
