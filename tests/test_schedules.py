@@ -331,3 +331,29 @@ def test_int8_conv_inner_loop_instruction(target_name, vector_bits, instruction,
             loops.append(body)
     assert loops, instruction
     assert not [body for body in loops if re.search(spill, body)]
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_pointwise_schedules_replay_as_traces(host, int8):
+    """Tuning stores our rules' schedules as traces (compile/tune.py): replayed on the kernel, the pointwise rule's
+    trace (flat pixels, rows, padded columns; int8 on its intrinsic) gives the very same function."""
+    import tvm
+    from tvm import s_tir
+
+    from edgeprune.compile.schedules import machine_for
+    from edgeprune.compile.tune import extract_tasks, rule_schedule
+
+    names = ["pointwise-expand-project-batch2", "pointwise-14x14-padded-columns"]
+    machine = machine_for(host)
+    replayed = 0
+    for name in names:
+        model = _quantized(name)[0] if int8 else _chain(*CASES[name])
+        for task, mod, _ in extract_tasks(import_onnx(model), host):
+            sch = rule_schedule(mod, machine)
+            if sch is None or "conv2d" not in task:
+                continue
+            again = s_tir.Schedule(mod)
+            sch.trace.apply_to_schedule(again, remove_postproc=False)
+            tvm.ir.assert_structural_equal(again.mod, sch.mod)
+            replayed += 1
+    assert replayed >= 4

@@ -29,9 +29,11 @@ def machine_for(target: Target) -> Machine:
     x86-64 and AArch64 vectors hold float64; 32-bit NEON does not."""
     import platform
 
-    from edgeprune.compile.schedules.intrinsics import pair_dot
+    from edgeprune.compile.schedules.intrinsics import pair_dot, pixel_pair_dot
 
     bits = target.vector_bits
     arch = (target.tvm.get("mtriple") or platform.machine()).lower()
     x86, arm64 = arch.startswith(("x86_64", "amd64")), arch.startswith(("aarch64", "arm64"))
+    if x86:  # registered before a tuning database's traces (which may name it) are replayed
+        pixel_pair_dot(bits)
     return Machine(bits, 32 if bits >= 512 or arm64 else 16, pair_dot(bits) if x86 else None, x86 or arm64)
