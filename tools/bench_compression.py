@@ -3,6 +3,8 @@
     python tools/bench_compression.py [--sparsity 0.92] [--bits 5] [--markdown]
     python tools/bench_compression.py --retrain [--models lenet300,lenet5] [--fc-sparsity 0.95] [--markdown] ...
     python tools/bench_compression.py --retrain --streams ...   # and, per coded stream, what each code table costs
+    python tools/bench_compression.py --retrain --save-models DIR ...   # keep the models as they are coded, then
+    python tools/bench_compression.py --retrain --load-models DIR ...   # only their Huffman rows, no training
 
 For LeNet-300-100 and LeNet-5 (tests/fixtures, trained by tools/train_reference.py): global magnitude
 pruning, k-means weight sharing, then Huffman coding in our container, with the accuracy after each
@@ -34,6 +36,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnx import numpy_helper
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,29 +159,29 @@ def feeds(x: np.ndarray) -> list[dict[str, np.ndarray]]:
     return [{"input": sample[None]} for sample in x]
 
 
-def stream_rows(name: str, container: bytes) -> list[list]:
+def stream_rows(name: str, container: bytes, report) -> list[list]:
     """Per coded stream: code + table bits of single codes, of pairs with a flat table and with a compact
-    one (EPHC FORMAT.md), the one the encoder keeps, and how far its bits are over the entropy (a pair
-    table's bits beyond the single code's counted, as in the report)."""
+    one (EPHC FORMAT.md), each with a table of its own; the table the encoder kept (maybe shared with other
+    streams, version 4) and how far the stream's bits are over the entropy (its code, and its table's bits
+    beyond the single codes' own, as in the report)."""
     from edgeprune.coding import container as ephc
     from edgeprune.coding.huffman import entropy_bits
 
     rows = []
+    kept = {t["name"]: t["streams"] for t in report.tensors}
     for t in ephc.decode_container(container):
         symbols = t.values.ravel().view(f"u{t.values.itemsize}")
         streams = ([("values", symbols, t.values.itemsize)] if t.coding == "dense" else
                    list(zip(("gaps", "values"), ephc.sparse_entries(symbols)[1:], (1, t.values.itemsize))))
-        for kind, stream, sym_bytes in streams:
+        for (kind, stream, sym_bytes), used in zip(streams, kept[t.name], strict=True):
             options = ephc.stream_options(t.name, stream, sym_bytes)
-            single, kept = options[0], min(options, key=lambda o: len(o[0]))
+            single = options[0]
             flat = next((o for o in options if o[3] and not o[4]), None)
             compact = next((o for o in options if o[4]), None)
             entropy = entropy_bits(stream)
-            over = kept[1] + 8 * max(0, kept[2] - single[2]) - entropy
             rows.append([name, f"{t.name} {kind}", f"{stream.size:,}", int(np.count_nonzero(np.bincount(stream))),
                          f"{entropy:,.0f}"] + [f"{o[1]:,} + {8 * o[2]:,}" if o else "" for o in (single, flat, compact)]
-                        + ["single" if kept is single else "pairs, flat" if kept is flat else "pairs, compact",
-                           f"{100 * over / max(entropy, 1):+.2f}%"])
+                        + [used["table"], f"{100 * (used['huffman_bits'] - entropy) / max(entropy, 1):+.2f}%"])
     return rows
 
 
@@ -218,9 +221,12 @@ def run_retrain(name: str, args) -> list[list]:
     tuned, _ = finetune(shared, [fx], fy, FinetuneOptions(epochs=args.centroid_finetune, lr=args.centroid_lr,
                                                           optimizer=args.centroid_optimizer, weight_decay=0.0,
                                                           threads=1), teacher, shared=list(layers))
+    if args.save_models:
+        Path(args.save_models).mkdir(parents=True, exist_ok=True)
+        onnx.save(tuned, Path(args.save_models) / f"{name}.onnx")
     container, skeleton, report = compress(tuned)
     if args.streams:
-        args.stream_table += stream_rows(name, container)
+        args.stream_table += stream_rows(name, container, report)
     uncoded = sum(numpy_helper.to_array(i).nbytes for i in skeleton.graph.initializer)
     fp32 = 4 * sum(int(np.prod(i.dims)) for i in dense.graph.initializer)
     bits = {n: layer["bits"] for n, layer in layers.items()}
@@ -239,6 +245,27 @@ def run_retrain(name: str, args) -> list[list]:
     for row, h in zip(rows, held_acc + held_acc[-1:]):
         row.append(h)
     return rows
+
+
+def run_saved(name: str, args) -> list[list]:
+    """The Huffman row of a model saved by `--retrain --save-models` (as it was coded), without retraining:
+    container size, bits against the entropy, and the accuracy of the model decoded from it."""
+    from edgeprune.coding.compress import compress, decompress
+    from edgeprune.graph import canonicalize, load_model, top1_accuracy
+
+    spec = RETRAIN[name]
+    tuned = load_model(Path(args.load_models) / f"{name}.onnx")
+    container, skeleton, report = compress(tuned)
+    if args.streams:
+        args.stream_table += stream_rows(name, container, report)
+    uncoded = sum(numpy_helper.to_array(i).nbytes for i in skeleton.graph.initializer)
+    dense = canonicalize(load_model(REPO / "tests" / "fixtures" / f"{name}.onnx"))
+    fp32 = 4 * sum(int(np.prod(i.dims)) for i in dense.graph.initializer)
+    (_, _), (hx, hy), (tx, ty) = splits(spec["dataset"], spec["flat"])
+    decoded = decompress(container, skeleton)
+    acc = [top1_accuracy(decoded, feeds(tx), ty)]
+    row = stage_rows(name, "", fp32, [], len(container) + uncoded, acc, report)[-1]
+    return [row + [top1_accuracy(decoded, feeds(hx), hy)]]
 
 
 def run_int8(name: str, sparsity: float) -> list[list]:
@@ -299,6 +326,10 @@ def main() -> int:
     retrain.add_argument("--centroid-optimizer", default="sgd", choices=["sgd", "adam"])
     retrain.add_argument("--streams", action="store_true",
                          help="also print what each coded stream costs with each code table (EPHC FORMAT.md)")
+    retrain.add_argument("--save-models", metavar="DIR",
+                         help="also save each model as it is coded (after centroid fine-tuning) to DIR/MODEL.onnx")
+    retrain.add_argument("--load-models", metavar="DIR",
+                         help="no training: only the Huffman row of the models --save-models saved in DIR")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     args.stream_table = []
@@ -307,7 +338,8 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(1)
-        rows = [r for name in args.models.split(",") for r in run_retrain(name, args)]
+        run_model = run_saved if args.load_models else run_retrain
+        rows = [r for name in args.models.split(",") for r in run_model(name, args)]
         header.append(f"held-out {HELD_OUT // 1000}k train")
     else:
         rows = (run("lenet300", True, args.sparsity, args.bits) + run("lenet5", False, args.sparsity, args.bits)

@@ -74,16 +74,15 @@ def compress(model: onnx.ModelProto) -> tuple[bytes, onnx.ModelProto, Compressio
     """(container bytes, model without the coded tensors, report)."""
     arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     affine = _affine_of(model, arrays)
-    coded, stats = [], []
+    coded = []
     for name, array in arrays.items():
         tensor = _candidate(name, array, affine)
         if tensor is None:
             continue
         _, (stat,) = encode_with_stats([tensor], work_limit=None)
-        if stat.record_bytes < array.nbytes:
+        if stat.record_bytes < array.nbytes:  # with tables of its own: sharing them only makes it smaller
             coded.append(tensor)
-            stats.append(stat)
-    container, _ = encode_with_stats(coded, work_limit=None) if coded else (b"", [])
+    container, stats = encode_with_stats(coded, work_limit=None) if coded else (b"", [])
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     names = {t.name for t in coded}
@@ -98,7 +97,8 @@ def compress(model: onnx.ModelProto) -> tuple[bytes, onnx.ModelProto, Compressio
         huffman_bits=sum(s.huffman_bits for s in stats), entropy_bits=sum(s.entropy_bits for s in stats),
         tensors=[{"name": s.name, "coding": s.coding, "elements": s.n_elements, "raw_bytes": int(arrays[s.name].nbytes),
                   "coded_bytes": s.record_bytes, "bits_per_weight": s.huffman_bits / max(s.n_elements, 1),
-                  "entropy_bits_per_weight": s.entropy_bits / max(s.n_elements, 1)} for s in stats])
+                  "entropy_bits_per_weight": s.entropy_bits / max(s.n_elements, 1),
+                  "streams": [{"table": table, "huffman_bits": bits} for table, bits in s.streams]} for s in stats])
     return container, skeleton, report
 
 

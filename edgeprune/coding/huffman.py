@@ -121,14 +121,19 @@ def build_code(counts: np.ndarray, max_len: int = MAX_LEN) -> Code:
     return Code(used[order], lengths[used][order])
 
 
-def encode(symbols: np.ndarray, max_len: int = MAX_LEN, interval: int = SYNC_INTERVAL) -> tuple[Code, Stream]:
-    """The canonical code of `symbols` and the symbols coded with it."""
+def encode(symbols: np.ndarray, max_len: int = MAX_LEN, interval: int = SYNC_INTERVAL,
+           code: Code | None = None) -> tuple[Code, Stream]:
+    """The canonical code of `symbols` (or the given one, e.g. shared with other streams) and the symbols
+    coded with it."""
     if not 1 <= max_len <= MAX_LEN or interval < 1:
         raise ValueError(f"codes of 1 to {MAX_LEN} bits and a sync interval >= 1, not {max_len} and {interval}")
     symbols = np.asarray(symbols).ravel()
     if symbols.size and (not np.issubdtype(symbols.dtype, np.integer) or symbols.min() < 0):
         raise ValueError("Huffman symbols must be non-negative integers")
-    code = build_code(np.bincount(symbols), max_len)
+    if code is None:
+        code = build_code(np.bincount(symbols), max_len)
+    elif not np.isin(np.unique(symbols), code.symbols).all():
+        raise ValueError("the code has no word for some of the symbols")
     if code.max_len == 0:  # one symbol, no bits to synchronize
         interval = max(symbols.size, 1)
     lut_len = np.zeros(int(code.symbols.max(initial=0)) + 1, np.int64)

@@ -18,8 +18,9 @@ import pytest
 from edgeprune.coding import container as ephc
 from edgeprune.errors import UserError
 
-from test_container import (V1_CONTAINER, V1_VALUES, V2_CONTAINER, V2_VALUES, broad_skewed, model_tensors,
-                            mutate_with_valid_crc, paired_flag_offset, skewed_odd, small_container)
+from test_container import (V1_CONTAINER, V1_VALUES, V2_CONTAINER, V2_VALUES, bad_table_references, broad_skewed,
+                            model_tensors, mutate_with_valid_crc, paired_flag_offset, self_shared, shared_pair,
+                            skewed_odd, small_container, version_3_container)
 
 C_DIR = Path(ephc.__file__).parent / "c"
 DRIVER = Path(__file__).with_name("ep_driver.c")
@@ -79,7 +80,7 @@ def decode_and_compare(command: list[str], tmp_path: Path) -> None:
     tensors = ephc.decode_container(ephc.encode_tensors(model_tensors(), max_gap=16))  # short gaps: many fillers
     src, out = tmp_path / "m.ephc", tmp_path / "m.out"
     data, stats = ephc.encode_with_stats(tensors, work_limit=None)
-    assert any(s.work_bytes for s in stats)  # compact pair tables too
+    assert any(s.work_bytes for s in stats) and any(s.shared_streams for s in stats)  # compact and shared tables too
     src.write_bytes(data)
     subprocess.run([*command, "decode", str(src), str(out)], check=True)
     decoded = read_driver_output(out.read_bytes())
@@ -179,7 +180,8 @@ def compact_container() -> bytes:
     return data
 
 
-@pytest.mark.parametrize("container, n_cases", [(small_container, 1000), (compact_container, 600)])
+@pytest.mark.parametrize("container, n_cases", [(small_container, 1000), (compact_container, 600),
+                                                (lambda: self_shared()[0], 300)])
 def test_c_and_python_agree_on_malformed_records_with_valid_crc(checked_driver, tmp_path, container, n_cases):
     """Whatever passes the CRC, both decoders accept the same containers and decode them alike."""
     data = container()
@@ -202,15 +204,20 @@ def test_c_and_python_agree_on_malformed_records_with_valid_crc(checked_driver, 
     assert 10 < accepted < len(cases)
 
 
-def test_c_decoder_reads_versions_1_and_2_and_refuses_newer_streams_there(driver, tmp_path):
+def test_c_decoder_reads_versions_1_to_3_and_refuses_newer_streams_there(driver, tmp_path):
     pairs, compact = (bytearray(ephc.encode_tensors([ephc.CodedTensor("p", v, coding="dense")], work_limit=None))
                       for v in (skewed_odd(), broad_skewed(801)))
     assert pairs[paired_flag_offset(bytes(pairs))] == 1 | ephc.PAIRED
     assert compact[paired_flag_offset(bytes(compact))] == 1 | ephc.PAIRED | ephc.COMPACT
     pairs[4], compact[4] = 1, 2  # paired streams need version 2, compact tables version 3
-    cases = [V1_CONTAINER, V2_CONTAINER, bytes(pairs), bytes(compact)]
-    statuses = [status for status, _ in run_batch(driver, tmp_path, cases)]
-    assert statuses == [0, 0, EP_ERR_FORMAT, EP_ERR_FORMAT]
+    v3, v3_tensors = version_3_container()
+    cases = [V1_CONTAINER, V2_CONTAINER, bytes(pairs), bytes(compact), v3]
+    statuses = run_batch(driver, tmp_path, cases)
+    assert [status for status, _ in statuses] == [0, 0, EP_ERR_FORMAT, EP_ERR_FORMAT, 0]
+    expected = 0
+    for t in v3_tensors:
+        expected = zlib.crc32(t.values.astype(t.values.dtype.newbyteorder("<")).tobytes(), expected)
+    assert statuses[-1][1] == expected
     for data, values in ((V1_CONTAINER, V1_VALUES), (V2_CONTAINER, V2_VALUES)):
         src, out = tmp_path / "old.ephc", tmp_path / "old.out"
         src.write_bytes(data)
@@ -225,3 +232,19 @@ def test_compact_tables_need_the_callers_workspace(driver, tmp_path):
     compact, in_place = ephc.encode_tensors(t, work_limit=None), ephc.encode_tensors(t)
     assert run_batch(driver, tmp_path, [compact, in_place], work=False) == [
         (EP_ERR_BUFFER, 0), run_batch(driver, tmp_path, [compact])[0]]
+
+
+def test_c_decoder_refuses_table_references_to_nothing(checked_driver, tmp_path):
+    """A reused slot that holds no table (or one of other symbols) is EP_ERR_FORMAT, as in Python."""
+    good, _ = shared_pair()
+    bad = bad_table_references()
+    statuses = run_batch(checked_driver, tmp_path, [good, *bad.values()])
+    assert statuses[0][0] == 0 and [s for s, _ in statuses[1:]] == [EP_ERR_FORMAT] * len(bad)
+
+
+def test_c_decoder_reuses_a_table_kept_in_the_same_record(driver, tmp_path):
+    data, v = self_shared()
+    src, out = tmp_path / "s.ephc", tmp_path / "s.out"
+    src.write_bytes(data)
+    subprocess.run([str(driver), "decode", str(src), str(out)], check=True)
+    assert read_driver_output(out.read_bytes())[0][-1] == v.tobytes()

@@ -125,7 +125,9 @@ def small_container() -> bytes:
         ephc.CodedTensor("e", skewed_odd(), coding="dense"),  # a paired stream (version 2) with a padded last pair
         ephc.CodedTensor("f", broad_skewed(801), coding="dense"),  # paired, with a compact table (version 3)
     ], work_limit=None)
-    assert [s.work_bytes > 0 for s in stats] == [False] * 5 + [True]
+    # a compact pair table kept and reused across records (version 4)
+    assert sum(s.shared_streams for s in stats) >= 3 and any(s.work_bytes for s in stats)
+    assert not all(s.shared_streams for s in stats)
     return data
 
 
@@ -239,10 +241,25 @@ def test_older_versions_still_decode(data, values):
         assert np.array_equal(t.values, values[t.name]) and t.values.dtype == values[t.name].dtype
 
 
+def version_3_container() -> tuple[bytes, list[ephc.CodedTensor]]:
+    """Without shared tables the version-4 encoder writes version 3's bytes but for the version field (checked
+    against the version-3 encoder when it was replaced), compact pair tables included."""
+    tensors = model_tensors() + [ephc.CodedTensor("f", broad_skewed(801), coding="dense")]
+    data = bytearray(ephc.encode_tensors(tensors, work_limit=None, share_tables=False))
+    data[4] = 3
+    return bytes(data), tensors
+
+
+def test_version_3_still_decodes():
+    data, tensors = version_3_container()
+    for a, b in zip(tensors, ephc.decode_container(data), strict=True):
+        assert_same(a, b)
+
+
 def test_paired_streams_need_version_2():
     data = bytearray(ephc.encode_tensors([ephc.CodedTensor("p", skewed_odd(), coding="dense")]))
     flag = paired_flag_offset(bytes(data))
-    assert data[flag] == 1 | ephc.PAIRED and data[4] == ephc.VERSION == 3
+    assert data[flag] == 1 | ephc.PAIRED and data[4] == ephc.VERSION == 4
     data[4] = 1
     with pytest.raises(UserError, match=r"'p'\): values stream: 1-byte symbols in pairs.*version 1"):
         ephc.decode_container(bytes(data))
@@ -317,3 +334,81 @@ def test_compact_tables_round_trip_sparse_and_dense(n):
     for coding in ("dense", "sparse"):
         data, (stat,) = ephc.encode_with_stats([ephc.CodedTensor("w", v, coding=coding)], max_gap=64, work_limit=None)
         assert np.array_equal(ephc.decode_container(data)[0].values, v)
+
+
+def mostly_zeros(r: np.random.Generator, n: int) -> np.ndarray:
+    """70% zeros, the rest skewed over 15 symbols: pairs pay, a pair table of its own only on long streams."""
+    return np.where(r.random(n) < 0.7, 0, np.minimum(r.geometric(0.3, n), 15)).astype(np.uint8)
+
+
+def shared_pair() -> tuple[bytes, list[int]]:
+    """Two dense uint8 tensors of one distribution: the second reuses the first's table (version 4). Also the
+    offsets of each record's stream flags (the slot byte follows)."""
+    r = np.random.default_rng(4)
+    data, stats = ephc.encode_with_stats([ephc.CodedTensor(name, mostly_zeros(r, n), coding="dense")
+                                          for name, n in (("p", 2000), ("q", 1500))], work_limit=None)
+    assert [s.shared_streams for s in stats] == [1, 1]
+    flags = [start + 2 + data[start] + 2 + 4 + 1 + 1 + 4 for start, _ in record_spans(data)]
+    assert [data[f] for f in flags] == [0xC1 | ephc.KEEP, 0xC1 | ephc.REUSE] and data[flags[1] + 1] == data[flags[0] + 1]
+    return data, flags
+
+
+def with_valid_crc(data: bytes, edits: dict[int, int]) -> bytes:
+    """`data` with bytes changed and every record's CRC made to match again."""
+    bad = bytearray(data)
+    for offset, value in edits.items():
+        bad[offset] = value
+    for start, end in record_spans(bytes(bad)):
+        struct.pack_into("<I", bad, end, zlib.crc32(bytes(bad[start:end])))
+    return bytes(bad)
+
+
+def bad_table_references() -> dict[str, bytes]:
+    """Containers whose table slots break a rule, with valid CRCs: both decoders must refuse each."""
+    data, (keep, reuse) = shared_pair()
+    return {"empty slot": with_valid_crc(data, {reuse + 1: 3}), "no such slot": with_valid_crc(data, {reuse + 1: 8}),
+            "keep and reuse": with_valid_crc(data, {reuse: 1 | ephc.KEEP | ephc.REUSE}),
+            "other symbols": with_valid_crc(data, {reuse: 1 | ephc.PAIRED | ephc.REUSE}),  # no compact flag
+            "kept in no slot": with_valid_crc(data, {keep + 1: 8}), "version 3": with_valid_crc(data, {4: 3})}
+
+
+def test_streams_share_tables_where_that_is_smaller():
+    """Layers of one distribution share one table: smaller, and exact; sharing never changes the values."""
+    r = np.random.default_rng(8)
+    layers = [mostly_zeros(r, n) for n in (512, 900, 2304, 700)]
+    tensors = [ephc.CodedTensor(f"l{i}", v, coding="dense") for i, v in enumerate(layers)]
+    (shared, s_stats), (own, o_stats) = (ephc.encode_with_stats(tensors, work_limit=None, share_tables=share)
+                                         for share in (True, False))
+    assert sum(s.shared_streams for s in s_stats) == 4 and not any(s.shared_streams for s in o_stats)
+    assert len(shared) < len(own) - 100
+    # a pair code saves here, and its table (counted, beyond the single codes' own) no longer eats the saving
+    assert [kind for s in s_stats for kind, _ in s.streams] == ["pairs, compact, slot 0 kept"] + [
+        "pairs, compact, slot 0 reused"] * 3
+    assert sum(s.huffman_bits for s in s_stats) < sum(s.huffman_bits for s in o_stats) - 400
+    for data in (shared, own):
+        assert all(np.array_equal(t.values, v) for t, v in zip(ephc.decode_container(data), layers))
+    in_place = ephc.encode_with_stats(tensors)[1]  # work_limit 0: no compact table, shared or not
+    assert not any(s.work_bytes for s in in_place)
+
+
+@pytest.mark.parametrize("case", ["empty slot", "no such slot", "keep and reuse", "other symbols", "kept in no slot",
+                                  "version 3"])
+def test_table_references_to_nothing_are_user_errors(case):
+    with pytest.raises(UserError, match=r"tensor [01] \('[pq]'\): values stream"):
+        ephc.decode_container(bad_table_references()[case])
+
+
+def self_shared() -> tuple[bytes, np.ndarray]:
+    """A sparse tensor whose values reuse the pair table its gaps keep, in the same record."""
+    r = np.random.default_rng(3)
+    gaps, values = (np.minimum(r.geometric(0.8, 1000), 15) for _ in range(2))
+    v = np.zeros(int(gaps.sum()) + gaps.size, np.uint8)
+    v[np.cumsum(gaps + 1) - 1] = values
+    data, (stat,) = ephc.encode_with_stats([ephc.CodedTensor("s", v, coding="sparse")], work_limit=None)
+    assert [kind for kind, _ in stat.streams] == ["pairs, compact, slot 0 kept", "pairs, compact, slot 0 reused"]
+    return data, v
+
+
+def test_values_reuse_the_table_their_gaps_keep():
+    data, v = self_shared()
+    assert np.array_equal(ephc.decode_container(data)[0].values, v)

@@ -123,3 +123,14 @@ def test_incomplete_or_inconsistent_code_tables_are_rejected():
         huffman.Code.from_counts(np.array([2, 0]), np.array([0, 1]), 10)
     with pytest.raises(ValueError, match="symbols"):
         huffman.Code.from_counts(np.array([2]), np.array([0]), 10)
+
+
+def test_a_code_built_for_other_symbols_codes_these_too():
+    """Shared tables (container version 4): one code for several streams, as long as it has a word for each symbol."""
+    a, b = laplacian_int8(3000, 4).view(np.uint8), laplacian_int8(500, 4).view(np.uint8)
+    shared = huffman.build_code(np.bincount(np.concatenate([a, b])))
+    code, stream = huffman.encode(b, code=shared)
+    assert code is shared and np.array_equal(huffman.decode(shared, stream), b)
+    with pytest.raises(ValueError, match="no word"):
+        huffman.encode(np.append(b, np.setdiff1d(np.arange(256), b)[0]).astype(np.uint8),
+                       code=huffman.build_code(np.bincount(b)))

@@ -65,6 +65,7 @@ size_t ep_dtype_size(uint8_t dtype) {
 }
 
 int ep_open(ep_reader *r, const uint8_t *buf, size_t len) {
+    int i;
     if (len < 4 || memcmp(buf, "EPHC", 4) != 0) return EP_ERR_MAGIC;
     if (len < 10) return EP_ERR_TRUNCATED;
     if (rd16(buf + 4) < 1 || rd16(buf + 4) > EP_VERSION) return EP_ERR_VERSION;
@@ -74,6 +75,7 @@ int ep_open(ep_reader *r, const uint8_t *buf, size_t len) {
     r->pos = 10;
     r->n_tensors = rd32(buf + 6);
     r->index = 0;
+    for (i = 0; i < EP_TABLE_SLOTS; i++) r->slots[i].table = NULL;
     return EP_OK;
 }
 
@@ -104,7 +106,8 @@ static int parse_quant(cursor *c, ep_tensor *t) {
     return t->params ? EP_OK : EP_ERR_FORMAT;
 }
 
-static int open_streams(const ep_tensor *t, stream *gaps, stream *values, uint32_t *fill);
+static int open_streams(const ep_tensor *t, stream *gaps, stream *values, uint32_t *fill, ep_table_slot *tables,
+                        uint8_t *keep, const ep_table_slot *slots);
 static uint32_t work_of(const ep_tensor *t, const stream *gaps, const stream *values);
 
 int ep_next(ep_reader *r, ep_tensor *t) {
@@ -146,8 +149,10 @@ int ep_next(ep_reader *r, ep_tensor *t) {
     t->coded = c.p;
     t->end = c.end;
     t->version = r->version;
-    if ((rc = open_streams(t, &gaps, &values, &fill)) != EP_OK) return rc;
+    if ((rc = open_streams(t, &gaps, &values, &fill, t->tables, t->keep, r->slots)) != EP_OK) return rc;
     t->work_bytes = work_of(t, &gaps, &values);
+    for (i = 0; i < 2; i++) /* a record's tables are kept once all of it has passed */
+        if (t->keep[i]) r->slots[t->keep[i] - 1] = t->tables[i];
     return EP_OK;
 }
 
@@ -240,35 +245,63 @@ static int load_table(stream *s, uint8_t *pairs) {
     return walk_table(s, next);
 }
 
-/* Reads a stream's header and checks its tables; sym_bytes 0 accepts 1- or 2-byte symbols. A compact
- * table still has to be unpacked (load_table). */
-static int open_stream(cursor *c, stream *s, uint8_t sym_bytes, uint16_t version) {
-    const uint8_t *p = take(c, 6, 1);
+/* Reads stream k (0 gaps, 1 values) of a tensor and checks its table; sym_bytes 0 accepts 1- or 2-byte
+ * symbols. A compact table still has to be unpacked (load_table). Version 4: a stream that keeps its table
+ * (flag 0x20) records where it is in tables[k] and its slot in keep[k]; one that reuses a slot's table
+ * (flag 0x10) finds it in slots[slot] or, kept by the gaps just before, in tables[0] (ep_next), or in
+ * tables[k] (ep_decode, slots NULL: what ep_next found). */
+static int open_stream(cursor *c, stream *s, uint8_t sym_bytes, uint16_t version, ep_table_slot *tables,
+                       uint8_t *keep, int k, const ep_table_slot *slots) {
+    ep_table_slot *table = &tables[k];
+    const uint8_t *p = take(c, 5, 1);
     uint32_t l, left = 1, n_used = 0, n_sync, i;
+    uint8_t flags, slot = 0, reuse;
+    cursor shared, *tc = c; /* where the table is read from */
     int rc;
     if (!p) return EP_ERR_FORMAT;
     s->n = rd32(p);
-    s->paired = (p[4] & 0x80) != 0;
-    s->compact = (p[4] & 0x40) != 0;
-    s->sym_bytes = p[4] & 0x3F;
-    s->max_len = p[5];
+    flags = p[4];
+    reuse = (flags & 0x10) != 0;
+    keep[k] = 0;
+    if (flags & 0x30) {
+        if (version < 4 || (flags & 0x30) == 0x30 || !(p = take(c, 1, 1)) || p[0] >= EP_TABLE_SLOTS)
+            return EP_ERR_FORMAT;
+        slot = p[0];
+    }
+    if (reuse) {
+        if (slots) *table = k == 1 && keep[0] == slot + 1 ? tables[0] : slots[slot];
+        if (!table->table || table->flags != (flags & 0xCF)) return EP_ERR_FORMAT;
+        shared.p = table->table;
+        shared.end = table->end;
+        tc = &shared;
+    } else if (flags & 0x20) {
+        table->table = c->p;
+        table->end = c->end;
+        table->flags = flags & 0xCF;
+        keep[k] = (uint8_t)(slot + 1);
+    }
+    if (!(p = take(tc, 1, 1))) return EP_ERR_FORMAT;
+    s->paired = (flags & 0x80) != 0;
+    s->compact = (flags & 0x40) != 0;
+    s->sym_bytes = flags & 0x0F;
+    s->max_len = p[0];
     if ((s->sym_bytes != 1 && s->sym_bytes != 2) || (sym_bytes && s->sym_bytes != sym_bytes) ||
         (s->paired && (version < 2 || s->sym_bytes != 1)) || (s->compact && (version < 3 || !s->paired)) ||
-        s->max_len > EP_MAX_CODE_LEN)
+        s->max_len > EP_MAX_CODE_LEN || (keep[k] && s->max_len == 0))
         return EP_ERR_FORMAT;
     s->n_codes = s->paired ? s->n / 2 + (s->n & 1) : s->n;
     s->table_bytes = s->paired ? 2 : s->sym_bytes;
     memset(s->count, 0, sizeof s->count);
     if (s->compact) {
-        if (!(p = take(c, 4, 1))) return EP_ERR_FORMAT;
+        if (!(p = take(tc, 4, 1))) return EP_ERR_FORMAT;
         s->table_len = rd32(p);
-        if (s->table_len > MAX_STREAM_BYTES || !(s->table = take(c, s->table_len, 1))) return EP_ERR_FORMAT;
+        if (s->table_len > MAX_STREAM_BYTES || !(s->table = take(tc, s->table_len, 1))) return EP_ERR_FORMAT;
         if ((rc = walk_table(s, NULL)) != EP_OK) return rc;
         for (l = s->max_len + 1; l <= EP_MAX_CODE_LEN; l++)
             if (s->count[l]) return EP_ERR_FORMAT; /* the stream's max_len is the table's longest code */
         if (s->max_len == 0) return EP_ERR_FORMAT;
     } else {
-        if (!(p = take(c, s->max_len, 4))) return EP_ERR_FORMAT;
+        if (!(p = take(tc, s->max_len, 4))) return EP_ERR_FORMAT;
         for (l = 1; l <= s->max_len; l++) s->count[l] = rd32(p + 4 * (l - 1));
     }
     for (l = 1; l <= s->max_len; l++) { /* the code must be complete: every bit pattern decodes */
@@ -281,7 +314,7 @@ static int open_stream(cursor *c, stream *s, uint8_t sym_bytes, uint16_t version
     if (!s->max_len) n_used = s->n > 0;
     s->n_used = n_used;
     s->pairs = NULL;
-    if ((!s->compact && !(s->symbols = take(c, n_used, s->table_bytes))) || !(p = take(c, 4, 1)))
+    if ((!s->compact && !(s->symbols = take(tc, n_used, s->table_bytes))) || !(p = take(c, 4, 1)))
         return EP_ERR_FORMAT;
     s->interval = rd32(p);
     if (s->interval == 0) return EP_ERR_FORMAT;
@@ -360,20 +393,24 @@ static void store(void *out, size_t size, uint32_t i, uint32_t v) {
         ((uint16_t *)out)[i] = (uint16_t)v;
 }
 
-/* Opens a tensor's streams (the gaps only if sparse): nothing may follow them. */
-static int open_streams(const ep_tensor *t, stream *gaps, stream *values, uint32_t *fill) {
+/* Opens a tensor's streams (the gaps only if sparse): nothing may follow them. tables, keep: gaps', values'
+ * (see open_stream). */
+static int open_streams(const ep_tensor *t, stream *gaps, stream *values, uint32_t *fill, ep_table_slot *tables,
+                        uint8_t *keep, const ep_table_slot *slots) {
     cursor c;
     const uint8_t *p;
     int rc;
     c.p = t->coded;
     c.end = t->end;
     *fill = 0;
+    keep[0] = 0;
     if (t->coding == EP_SPARSE) {
         if (!(p = take(&c, 2, 1))) return EP_ERR_FORMAT;
         *fill = rd16(p);
-        if ((rc = open_stream(&c, gaps, 0, t->version)) != EP_OK) return rc;
+        if ((rc = open_stream(&c, gaps, 0, t->version, tables, keep, 0, slots)) != EP_OK) return rc;
     }
-    if ((rc = open_stream(&c, values, (uint8_t)ep_dtype_size(t->dtype), t->version)) != EP_OK) return rc;
+    if ((rc = open_stream(&c, values, (uint8_t)ep_dtype_size(t->dtype), t->version, tables, keep, 1, slots)) != EP_OK)
+        return rc;
     return c.p == c.end ? EP_OK : EP_ERR_FORMAT;
 }
 
@@ -387,11 +424,14 @@ int ep_decode_work(const ep_tensor *t, void *out, size_t out_size, void *work, s
     size_t size = ep_dtype_size(t->dtype);
     uint32_t limit = t->quant == EP_QUANT_CODEBOOK ? t->n_params : 0xFFFFFFFFUL, fill, i, v, gap, pos = 0;
     stream values, gaps;
-    uint8_t *pairs = (uint8_t *)work;
+    uint8_t *pairs = (uint8_t *)work, keep[2];
+    ep_table_slot tables[2];
     int rc;
 
     if (t->n_elements > out_size / size) return EP_ERR_BUFFER;
-    if ((rc = open_streams(t, &gaps, &values, &fill)) != EP_OK) return rc;
+    tables[0] = t->tables[0];
+    tables[1] = t->tables[1];
+    if ((rc = open_streams(t, &gaps, &values, &fill, tables, keep, NULL)) != EP_OK) return rc;
     if (work_of(t, &gaps, &values) > work_size) return EP_ERR_BUFFER;
     if (t->coding == EP_SPARSE && gaps.compact) {
         if ((rc = load_table(&gaps, pairs)) != EP_OK) return rc;

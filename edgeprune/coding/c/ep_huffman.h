@@ -16,6 +16,14 @@
  *     }
  *     return rc == EP_END ? EP_OK : rc;
  *
+ * Shared code tables (version 4): a stream may keep its table in one of EP_TABLE_SLOTS slots, and
+ * streams of later records may code with it instead of carrying their own. The reader remembers
+ * where each kept table is (a pointer into the container: the container must stay in place while
+ * it is read, as above), and ep_next copies the location of the tables a tensor reuses into the
+ * ep_tensor, so ep_decode needs nothing but the tensor. Tensors must go through ep_next in order
+ * (a table is kept when its record is read); a reference to a slot that holds no table, or a table
+ * of other symbols, is EP_ERR_FORMAT.
+ *
  * Every length is checked against the buffer and every record against its CRC-32, so a corrupt or
  * truncated container gives an error code, never a read or write out of bounds.
  */
@@ -25,9 +33,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EP_VERSION 3 /* newest version read; versions 1 and 2 are read too */
+#define EP_VERSION 4 /* newest version read; versions 1 to 3 are read too */
 #define EP_MAX_DIMS 8
 #define EP_MAX_CODE_LEN 16
+#define EP_TABLE_SLOTS 8 /* shared code tables kept at once (version 4) */
 
 enum ep_status {
     EP_OK = 0,
@@ -45,11 +54,18 @@ enum ep_dtype { EP_INT8 = 1, EP_UINT8 = 2, EP_INT16 = 3, EP_UINT16 = 4 };
 enum ep_quant { EP_QUANT_NONE = 0, EP_QUANT_AFFINE = 1, EP_QUANT_CODEBOOK = 2 };
 enum ep_coding { EP_DENSE = 0, EP_SPARSE = 1 };
 
+/* Where a kept code table is: from its stream's max_len byte to the end of its record (table NULL: none). */
+typedef struct {
+    const uint8_t *table, *end;
+    uint8_t flags; /* the stream's symbol size and pair flags, which a stream reusing the table must have */
+} ep_table_slot;
+
 typedef struct {
     const uint8_t *buf;
     size_t len, pos;
     uint32_t n_tensors, index;
     uint16_t version;
+    ep_table_slot slots[EP_TABLE_SLOTS];
 } ep_reader;
 
 typedef struct {
@@ -62,11 +78,13 @@ typedef struct {
     uint32_t n_params;         /* affine: scales (and zero points); codebook: values */
     const uint8_t *params;     /* little-endian f32 * n_params, then i32 * n_params if affine */
     const uint8_t *coded, *end; /* the record's coding section */
-    uint16_t version;          /* the container's: paired streams need 2, compact pair tables 3 */
+    uint16_t version;          /* the container's: paired streams need 2, compact pair tables 3, shared tables 4 */
     uint32_t work_bytes;       /* workspace ep_decode_work needs: 2 bytes per pair of compact tables, else 0 */
+    ep_table_slot tables[2];   /* gaps, values: the table a stream keeps or reuses (version 4) */
+    uint8_t keep[2];           /* gaps, values: 1 + the slot the stream's table goes to, 0 for none */
 } ep_tensor;
 
-/* Checks magic and version (1 to 3); EP_OK or an error. */
+/* Checks magic and version (1 to 4) and empties the table slots; EP_OK or an error. */
 int ep_open(ep_reader *r, const uint8_t *buf, size_t len);
 /* Reads the next tensor's header and code tables after checking its record's CRC; EP_OK, EP_END or an error. */
 int ep_next(ep_reader *r, ep_tensor *t);
