@@ -96,6 +96,9 @@ CASES = {
     "pointwise-14x14-padded-columns": ([1, 32, 14, 14], [("conv", {"k": 64, "ks": 1, "pad": 0, "act": "Clip"}),
                                                          ("conv", {"k": 64, "ks": 1, "pad": 0}),
                                                          ("residual", {"step": 0})]),
+    "windows-pixels-in-lanes": ([1, 3, 34, 32], [("conv", {"k": 16, "stride": 2, "act": "Clip"}),
+                                                 ("conv", {"k": 8, "act": "Relu"}),
+                                                 ("conv", {"k": 12, "ks": 5, "pad": 2, "stride": 2})]),
     "grouped-conv": ([1, 12, 10, 10], [("conv", {"k": 18, "group": 3, "act": "Relu"}),
                                        ("conv", {"k": 16, "group": 2})]),
     "pool-gemm-head": ([1, 37, 9, 9], [("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2]}),
@@ -343,7 +346,7 @@ def test_pointwise_schedules_replay_as_traces(host, int8):
     from edgeprune.compile.schedules import machine_for
     from edgeprune.compile.tune import extract_tasks, rule_schedule
 
-    names = ["pointwise-expand-project-batch2", "pointwise-14x14-padded-columns"]
+    names = ["pointwise-expand-project-batch2", "pointwise-14x14-padded-columns", "windows-pixels-in-lanes"]
     machine = machine_for(host)
     replayed = 0
     for name in names:
@@ -357,3 +360,24 @@ def test_pointwise_schedules_replay_as_traces(host, int8):
             tvm.ir.assert_structural_equal(again.mod, sch.mod)
             replayed += 1
     assert replayed >= 4
+
+
+def test_small_reductions_with_windows_put_pixels_in_the_lanes(host):
+    """3x3 and 5x5 float convs at stride 1 or 2 with at most MAX_CHANNELS multiply-adds per output take the
+    pointwise rule over rows (stride 2 through a copy with even and odd columns apart); a dilated or grouped
+    conv, or a 3x3 over 64 channels, does not."""
+    import tvm
+    from tvm import s_tir, tirx
+
+    from edgeprune.compile.schedules import classify, machine_for, prepare_passes
+    from edgeprune.compile.schedules.pointwise import applies
+
+    machine = machine_for(host)
+    layers = [("conv", {"k": 16, "stride": 2}), ("conv", {"k": 8, "pad": 2, "dilation": 2}),
+              ("conv", {"k": 16, "group": 2}), ("conv", {"k": 8}), ("conv", {"k": 64, "ks": 5, "pad": 2}),
+              ("conv", {"k": 8})]
+    with host.tvm_target():
+        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(_chain([1, 3, 32, 32], layers)))
+    taken = [applies(sch, anchor, machine) for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)
+             for sch in [s_tir.Schedule(f)] if (anchor := classify(sch)).kind == "conv2d"]
+    assert sorted(taken) == [False, False, False, False, True, True], taken  # 3->16 stride 2, 16->8

@@ -1,4 +1,4 @@
-"""1x1 stride-1 float convs as a matrix product with output PIXELS across the vector lanes.
+"""Convs with short reductions (1x1 convs over few channels, RGB stems) with output PIXELS across the lanes.
 
 conv.py's rule puts output channels in the lanes, so every accumulator vector holds one pixel of 8
 channels and its store to NCHW is a transpose: 8 scalar stores and the epilogue done lane by lane. A 3x3
@@ -11,34 +11,64 @@ L1 and every block is finished for all output channels before the next, so the i
 once and the output is written as a few sequential streams. int8 convs (int16 data x int8 weights after the
 integer lowering) take the same loops on x86 with the pair instruction turned around: a vector of pixels'
 channel pairs times one broadcast weight pair (16->96 at 112x112: 2.1x -> 0.86x onnxruntime's int8, measured
-under load), the requantization applied to a vector of pixels of one channel.
+under load), the requantization applied to a vector of pixels of one channel. Float convs with a window and
+at most MAX_CHANNELS multiply-adds per output (a 3->32 3x3 stem, 27) go the same way over rows of whole
+vectors, at stride 2 through a copy of the data with even and odd columns apart (mobilenet_v2's stem 1.97x ->
+0.88x onnxruntime, resnet18's 7x7 stem 1.32x -> 0.99x, under load).
 """
 from __future__ import annotations
 
-from tvm import s_tir
+import tvm
+from tvm import s_tir, tirx
 
 from edgeprune.compile.schedules.common import (inline_epilogue, inline_producers, parallel_vectorize, prepack,
                                                 read_index, worth_parallel)
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 
-# Above this many input channels the channels-in-lanes rule is as fast or faster (measured: 256->64 at 56x56
-# 1.21x onnxruntime there, 1.30x here; 192->32 at 28x28 0.94x there, 0.71x here).
+# Above this many multiply-adds per output (input channels x window) the channels-in-lanes rule is as fast or
+# faster (measured: 1x1 256->64 at 56x56 1.21x onnxruntime there, 1.30x here; 192->32 at 28x28 0.94x there, 0.71x
+# here; 3x3 64->64 at 56x56 about even); below it, its transposed stores dominate (a 3->32 3x3 stem: 1.9x).
 MAX_CHANNELS = 192
 BLOCK_BYTES = 32 * 1024  # input channels x pixels of one block: an L1 data cache (32-64 KiB on Zen, Cortex-A7x)
 
 
+def _loads(expr: tvm.ir.Expr, buffer: tirx.Buffer) -> list[tvm.ir.TensorLoad]:
+    """The loads of `buffer` in a multiply-accumulate's value (through its adds, products and casts)."""
+    if isinstance(expr, tvm.ir.TensorLoad):
+        return [expr] if expr.source.same_as(buffer) else []
+    return [load for part in ("a", "b", "value") if isinstance(getattr(expr, part, None), tvm.ir.Expr)
+            for load in _loads(getattr(expr, part), buffer)]
+
+
+def _stride(block: s_tir.SBlock, data: tirx.Buffer) -> int | None:
+    """The conv's stride along the row, if the data column it reads is stride * x + rx (no dilation)."""
+    _, _, _, x, _, _, rx = block.iter_vars
+    loads = _loads(block.body.value, data)
+    if len(loads) != 1:
+        return None
+    coefficients = tvm.sym.detect_linear_equation(loads[0].indices[-1], [x.var, rx.var])
+    if len(coefficients) != 3 or not all(isinstance(c, tirx.IntImm) for c in coefficients):
+        return None
+    stride, dilation, offset = (int(c) for c in coefficients)
+    return stride if dilation == 1 and offset == 0 else None
+
+
 def applies(sch: s_tir.Schedule, anchor: Anchor, machine: Machine, pairs: bool = False) -> bool:
-    """A float conv (or with `pairs`, one conv.py found fit for the pair intrinsic) with a one-pixel window whose
-    data has the output's height and width (so stride 1, and no padding but padding.py's extra columns) and
-    exactly the reduction's channels (not grouped), whole vectors of pixels, few input channels."""
+    """A float conv (or with `pairs`, one conv.py found fit for the pair intrinsic) over exactly the reduction's
+    channels (not grouped), with at most MAX_CHANNELS multiply-adds per output, and either a one-pixel window
+    whose data has the output's height and width (stride 1, no padding but padding.py's extra columns) and whole
+    vectors of pixels, or (float only) a window at stride 1 or 2 over rows of whole vectors."""
     block = sch.get(anchor.block)
     _, _, y, x, rc, ry, rx = block.iter_vars
     data = next(r.source for r in block.reads if not r.source.same_as(anchor.weight.source))
-    return ((pairs or str(block.body.value.ty) == "float32" and str(data.dtype) == "float32")
-            and int(ry.dom.extent) * int(rx.dom.extent) == 1 and int(rc.dom.extent) <= MAX_CHANNELS
-            and [int(d) for d in data.shape[1:]] == [int(rc.dom.extent), int(y.dom.extent), int(x.dom.extent)]
-            and int(y.dom.extent) * int(x.dom.extent) % machine.lanes == 0)
+    window = int(ry.dom.extent) * int(rx.dom.extent)
+    if not (pairs or str(block.body.value.ty) == "float32" and str(data.dtype) == "float32") \
+            or int(rc.dom.extent) * window > MAX_CHANNELS or int(data.shape[1]) != int(rc.dom.extent):
+        return False
+    if window == 1 and [int(d) for d in data.shape[2:]] == [int(y.dom.extent), int(x.dom.extent)]:
+        return int(y.dom.extent) * int(x.dom.extent) % machine.lanes == 0
+    return not pairs and int(x.dom.extent) % machine.lanes == 0 and _stride(block, data) in (1, 2)
 
 
 def _tile(channels: int, pixels: int, lanes: int, registers: int) -> tuple[int, int]:
@@ -100,6 +130,12 @@ def schedule_pointwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine, pa
     rows = width % lanes == 0
     kt, pv = _tile(int(k.dom.extent), width if rows else height * width, lanes, machine.registers)
     weight = read_index(sch, block, anchor.weight)
+    if _stride(sch.get(block), sch.get(block).reads[1 - weight].source) == 2:
+        # even and odd columns apart in a copy of the (padded) data: a stride-2 row of pixels is one vector load
+        copy = sch.cache_read(block, 1 - weight, "global")
+        for producer in sch.get_producers(copy):
+            sch.compute_inline(producer)
+        sch.transform_layout(block, ("read", 1 - weight), lambda n, c, h, w: (n, c, h, w % 2, w // 2))
     inline_producers(sch, block, lanes)
     packed = (lambda o, c, h, w: (o // kt, h, w, c // 2, o % kt, c % 2)) if pairs else \
         (lambda o, c, h, w: (o // kt, h, w, c, o % kt))
