@@ -54,27 +54,31 @@ def pad_conv_channels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
 
 
 def pad_pointwise_columns(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
-    """The pass: float 1x1 stride-1 convs over at most MAX_CHANNELS inputs whose pixels do not fill whole vectors
-    get zero columns on the right, up to a multiple of `lanes`, when that adds at most MAX_EXTRA_COLUMNS and makes
-    rows of two vectors or more (7 -> 8 columns with 8 lanes gave one-vector tiles, measured slower than before).
-    `pairs`: int16 x int8 convs too (the pair intrinsic's pointwise form; what the padded columns hold does not
-    matter, they are sliced off)."""
+    """The pass: convs that pointwise.py's rule takes but for a row that is not whole vectors (float 1x1 convs over
+    at most MAX_CHANNELS inputs whose pixels do not fill whole vectors; float convs with a window, stride 1 or 2,
+    at most MAX_CHANNELS multiply-adds per output) get zero columns on the right, up to a multiple of `lanes`, when
+    that adds at most MAX_EXTRA_COLUMNS and makes rows of two vectors or more (7 -> 8 columns with 8 lanes gave
+    one-vector tiles, measured slower than before). `pairs`: int16 x int8 1x1 convs too (the pair intrinsic's
+    pointwise form). What the padded columns hold does not matter: they are sliced off."""
     data, weight = wildcard(), is_const()
     pattern = is_op("relax.nn.conv2d")(data, weight)
 
     def rewrite(call: relax.Call, matches: dict) -> relax.Expr:
         attrs, w = call.attrs, matches[weight].value.numpy()
-        shape = matches[data].ty.shape
-        height, width = int(shape[2]), int(shape[3])
+        height, width = (int(d) for d in list(call.ty.shape)[2:])
         extra = -width % lanes
+        strides, padding = [int(v) for v in attrs.strides], [int(v) for v in attrs.padding]
         dtypes = (str(matches[data].ty.dtype), str(w.dtype))
-        if (w.shape[2:] != (1, 1) or w.shape[1] > MAX_CHANNELS or w.shape[0] % lanes
-                or dtypes not in (("float32", "float32"), *([("int16", "int8")] if pairs else []))
-                or attrs.groups != 1 or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
-                or any(int(v) != 1 for v in (*attrs.strides, *attrs.dilation)) or any(int(v) for v in attrs.padding)
-                or height * width % lanes == 0 or extra > MAX_EXTRA_COLUMNS * width or width + extra < 2 * lanes):
+        pointwise = w.shape[2:] == (1, 1) and strides == [1, 1] and not any(padding)
+        fits = (height * width % lanes != 0 and w.shape[1] <= MAX_CHANNELS
+                and dtypes in (("float32", "float32"), *([("int16", "int8")] if pairs else []))) if pointwise else \
+            (dtypes == ("float32", "float32") and strides in ([1, 1], [2, 2]) and w[0].size <= MAX_CHANNELS)
+        if (not fits or w.shape[0] % lanes or attrs.groups != 1 or any(int(v) != 1 for v in attrs.dilation)
+                or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
+                or not 0 < extra <= MAX_EXTRA_COLUMNS * width or width + extra < 2 * lanes):
             return call
-        conv = relax.op.nn.conv2d(matches[data], call.args[1], attrs.strides, [0, 0, 0, extra], attrs.dilation, 1,
+        conv = relax.op.nn.conv2d(matches[data], call.args[1], attrs.strides,
+                                  [*padding[:3], padding[3] + extra * strides[1]], attrs.dilation, 1,
                                   "NCHW", "OIHW", "NCHW", attrs.out_dtype)
         return relax.op.strided_slice(conv, axes=[3], begin=[0], end=[width])
 
