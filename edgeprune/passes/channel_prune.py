@@ -15,6 +15,9 @@ from edgeprune.errors import UserError
 from edgeprune.passes.base import Pass
 
 
+RANK_SAMPLES = 1024  # calibration samples the data criteria rank channels on; the recovery fits on all of them
+
+
 def default_round_to(ctx: Context) -> int:
     """The target's channel multiple (fp32 vector lanes on CPUs, 16 on VTA); 1 when no target is known."""
     return ctx.target.channel_multiple if ctx.target is not None else 1
@@ -52,17 +55,17 @@ class ChannelPrune(Pass):
             source, ratio=None if self.target_macs or self.target_params else self.ratio,
             target_macs=self.target_macs or None, target_params=self.target_params or None, scope=self.scope,
             criterion=self.criterion, round_to=self.round_to or default_round_to(ctx), protect=tuple(self.protect),
-            min_channels=self.min_channels, samples=ctx.samples if ctx.calibrated else None,
+            min_channels=self.min_channels, samples=ctx.samples[:RANK_SAMPLES] if ctx.calibrated else None,
             grouped_conv=self.grouped_conv, allocate_by=self.allocate_by or None)
         details = report.as_dict()
         details.pop("removed")  # channel indices per tensor: large, and the groups already say what went
         if self.reconstruct:
-            from edgeprune.prune.reconstruct import reconstruct, reestimate_batchnorm
+            from edgeprune.prune.reconstruct import recover
 
             ctx.progress("prune: reconstruct the layers after pruned channels")
-            pruned, layers = reconstruct(source, pruned, report.removed, ctx.samples, relu=self.reconstruct_relu)
-            pruned, norms = reestimate_batchnorm(source, pruned, report.removed, ctx.samples)
-            details["reconstruction"] = [layer.as_dict() for layer in layers]
-            details["batchnorm"] = [asdict(norm) for norm in norms]
+            pruned, recovery = recover(source, pruned, report.removed, ctx.samples, relu=self.reconstruct_relu)
+            details["reconstruction"] = [layer.as_dict() for layer in recovery.layers]
+            details["batchnorm"] = [asdict(norm) for norm in recovery.batchnorm]
+            details["output_refit"] = [layer.as_dict() for layer in recovery.outputs]
         ctx.report(**details)
         return gs.import_onnx(pruned)

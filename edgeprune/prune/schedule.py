@@ -39,8 +39,8 @@ SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "oneshot": lambda k, n: 1.0,  # a single cut (steps = 1), for comparison
 }
 RECOVERIES = ("auto", "none", "reconstruct", "finetune")
-RECONSTRUCT_SAMPLES = 1024  # calibration runs used per reconstruction
 CRITERION_SAMPLES = 256  # calibration runs the data criteria rank channels on
+RECOVERY_SAMPLES = 10240  # runs the recovery reads: the first 1,024 for most layers, all for the classifier
 
 
 @dataclass
@@ -198,14 +198,13 @@ def prune_cycle(model: onnx.ModelProto, samples: Samples, labels: np.ndarray | N
             from edgeprune.train.masks import rewind
 
             pruned = rewind(pruned, apply_removal(model, removal.total()) if removal else model)
-        if recovery == "reconstruct" and removed:  # as the prune pass's --reconstruct: refit, then BN statistics
-            from edgeprune.prune.reconstruct import reconstruct, reestimate_batchnorm
+        if recovery == "reconstruct" and removed:  # as the prune pass's --reconstruct: refit, BN statistics, outputs
+            from edgeprune.prune.reconstruct import recover
 
             progress(f"prune cycle: step {k}/{o.steps}: reconstruct")
-            pruned, layers = reconstruct(current, pruned, removed, fit_samples[:RECONSTRUCT_SAMPLES])
-            pruned, norms = reestimate_batchnorm(current, pruned, removed, fit_samples)
-            details["reconstructed_layers"] = sum(1 for layer in layers if not layer.skipped)
-            details["batchnorm_reestimated"] = len(norms)
+            pruned, recovered = recover(current, pruned, removed, fit_samples[:RECOVERY_SAMPLES])
+            details["reconstructed_layers"] = sum(1 for layer in recovered.layers if not layer.skipped)
+            details["batchnorm_reestimated"] = len(recovered.batchnorm)
         elif recovery == "finetune":
             progress(f"prune cycle: step {k}/{o.steps}: fine-tune")
             pruned, tuned = tuner.run(pruned, k)

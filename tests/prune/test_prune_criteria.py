@@ -158,3 +158,25 @@ def test_allocate_by_in_the_prune_cycle():
         cycle(criterion="l1")
     assert shapes(mixed) == shapes(by_activation) != shapes(by_l1)
     assert any(a.raw_data != b.raw_data for a, b in zip(mixed.graph.initializer, by_activation.graph.initializer))
+
+
+def test_pass_ranks_on_the_first_samples_only(monkeypatch):
+    """The prune pass gives the criteria RANK_SAMPLES samples (the recovery fits on all): what follows them
+    cannot change the choice, here samples 100 times larger that would change it."""
+    import onnx_graphsurgeon as gs
+
+    from edgeprune.context import Context
+    from edgeprune.passes import channel_prune, make_pass
+
+    monkeypatch.setattr(channel_prune, "RANK_SAMPLES", 4)
+    model = canonicalize(zoo.chain())
+    first = _samples(model, 4)
+    loud = [{k: 100 * v[..., ::-1] for k, v in feeds.items()} for feeds in _samples(model, 12)[4:]]
+    step = make_pass("prune", {"ratio": 0.5, "criterion": "activation"})
+    out = gs.export_onnx(step.run(gs.import_onnx(model), Context(samples=first + loud, calibrated=True)))
+    want, _ = prune(model, ratio=0.5, criterion="activation", samples=first)
+    other, _ = prune(model, ratio=0.5, criterion="activation", samples=first + loud)
+    weights = {m: {i.name: numpy_helper.to_array(i) for i in g.graph.initializer} for m, g in
+               (("pass", out), ("want", want), ("other", other))}
+    assert all(np.array_equal(weights["pass"][k], v) for k, v in weights["want"].items())
+    assert any(not np.array_equal(weights["other"][k], v) for k, v in weights["want"].items())

@@ -17,7 +17,7 @@ from edgeprune.errors import UserError
 from edgeprune.graph import canonicalize, random_inputs, run, top1_accuracy
 from edgeprune.passes import make_pass
 from edgeprune.prune import prune
-from edgeprune.prune.reconstruct import reconstruct, reestimate_batchnorm
+from edgeprune.prune.reconstruct import reconstruct, recover, reestimate_batchnorm
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -114,6 +114,7 @@ def test_pass_reports_errors_per_layer(fmnist):
     layers = ctx.details["reconstruction"]
     assert [layer["node"] for layer in layers] == [layer.node for layer in fmnist.layers]
     assert all(layer["error_reconstructed"] < layer["error_pruned"] for layer in layers)
+    assert [layer["node"] for layer in ctx.details["output_refit"]] == ["/fc/Gemm"] and ctx.details["batchnorm"]
 
 
 def test_cli_needs_calibration(tmp_path, cli):
@@ -224,3 +225,44 @@ def test_relu_aware_fits_what_the_relu_passes(fmnist):
     linear, aware_out = relu_output(f.rebuilt), relu_output(rebuilt)
     assert np.linalg.norm(aware_out - want) < np.linalg.norm(linear - want)
     assert all(not layer.relu for layer in f.layers)
+
+
+def _logits_error(model: onnx.ModelProto, original: onnx.ModelProto, samples: list) -> float:
+    got, want = (np.concatenate([run(m, feeds)["logits"] for feeds in samples]) for m in (model, original))
+    return float(np.linalg.norm(got - want))
+
+
+def test_recover_refits_the_classifier_last(fmnist):
+    """After BN re-estimation the classifier reads other features than it was fit on: recover fits it again,
+    on every calibration sample, so the logits get closer to the original's there; nothing else changes."""
+    f = fmnist
+    calib = f.samples[:128]
+    rebuilt, _ = reconstruct(f.model, f.pruned, f.removed, calib)
+    two_steps, _ = reestimate_batchnorm(f.model, rebuilt, f.removed, calib)
+    recovered, report = recover(f.model, f.pruned, f.removed, calib)
+    assert [layer.node for layer in report.outputs] == ["/fc/Gemm"] and not report.outputs[0].skipped
+    assert [layer.node for layer in report.layers] == [layer.node for layer in f.layers] and report.batchnorm
+    assert _logits_error(recovered, f.model, calib) < 0.95 * _logits_error(two_steps, f.model, calib)
+    before = {i.name: onnx.numpy_helper.to_array(i) for i in two_steps.graph.initializer}
+    changed = [i.name for i in recovered.graph.initializer
+               if not np.array_equal(onnx.numpy_helper.to_array(i), before[i.name])]
+    assert sorted(changed) == ["fc.bias", "fc.weight"]
+
+
+def test_outputs_only_refits_the_layers_writing_graph_outputs(fmnist):
+    _, layers = reconstruct(fmnist.model, fmnist.pruned, fmnist.removed, fmnist.samples[:16], outputs_only=True)
+    assert [layer.node for layer in layers] == ["/fc/Gemm"]
+    _, layers = reconstruct(fmnist.model, fmnist.model, {}, fmnist.samples[:16], outputs_only=True)
+    assert layers == []
+
+
+def test_recover_fits_the_inner_layers_on_the_first_samples_only(fmnist):
+    """`limit`: reconstruction and BN statistics read the first samples; only the classifier reads them all."""
+    f = fmnist
+    rebuilt, _ = reconstruct(f.model, f.pruned, f.removed, f.samples[:16])
+    two_steps, _ = reestimate_batchnorm(f.model, rebuilt, f.removed, f.samples[:16])
+    recovered, _ = recover(f.model, f.pruned, f.removed, f.samples[:48], limit=16)
+    want = {i.name: onnx.numpy_helper.to_array(i) for i in two_steps.graph.initializer}
+    got = {i.name: onnx.numpy_helper.to_array(i) for i in recovered.graph.initializer}
+    assert all(np.array_equal(got[k], v) for k, v in want.items() if not k.startswith("fc."))
+    assert not np.array_equal(got["fc.weight"], want["fc.weight"])
