@@ -89,7 +89,8 @@ CASES = {
                                                           ("conv", {"k": 13, "ks": 1, "pad": 0}),
                                                           ("conv", {"k": 24, "ks": 1, "pad": 0, "act": "Relu"})]),
     "pointwise-residual-and-fallbacks": ([1, 24, 8, 8], [("conv", {"k": 24, "ks": 1, "pad": 0, "act": "Relu"}),
-                                                         ("conv", {"k": 24, "ks": 1, "pad": 0}), ("residual", {"step": 0}),
+                                                         ("conv", {"k": 24, "ks": 1, "pad": 0}),
+                                                         ("residual", {"step": 0}),
                                                          ("conv", {"k": 200, "ks": 1, "pad": 0}),
                                                          ("conv", {"k": 8, "ks": 1, "pad": 0}),
                                                          ("conv", {"k": 8, "ks": 1, "pad": 0, "stride": 2})]),
@@ -160,7 +161,7 @@ def test_rules_fire(host, monkeypatch):
 
 
 def test_pointwise_rule_takes_few_channel_1x1_convs(host):
-    """Float 1x1 stride-1 convs over at most MAX_CHANNELS inputs, with whole vectors of pixels, put pixels in the
+    """Float 1x1 stride-1 convs over at most MAX_REDUCTION inputs, with whole vectors of pixels, put pixels in the
     lanes (their weights repacked to [K/kt, 1, 1, C, kt] for kt output channels per tile, not to vectors of
     channels); wider or strided ones keep the channel-lane rule. 14x14 rows get two zero columns first."""
     import re
@@ -191,7 +192,8 @@ def test_pointwise_rule_takes_few_channel_1x1_convs(host):
     scheduled = schedule_module(mod, machine)
     for gvar, (_, pointwise, kt) in taken.items():
         packed = re.search(r"_global = T.sblock_alloc_buffer\(\((.*?)\)\)", scheduled[gvar].script()).group(1)
-        assert packed.endswith(f"T.int64({kt if pointwise else machine.lanes}") and (kt != machine.lanes or not pointwise), packed
+        assert packed.endswith(f"T.int64({kt if pointwise else machine.lanes}"), packed
+        assert kt != machine.lanes or not pointwise, packed  # tiles of the rule's own, not vectors of channels
 
     model = _chain([1, 32, 14, 14], [("conv", {"k": 64, "ks": 1, "pad": 0})])
     with host.tvm_target():
@@ -363,7 +365,7 @@ def test_pointwise_schedules_replay_as_traces(host, int8):
 
 
 def test_small_reductions_with_windows_put_pixels_in_the_lanes(host):
-    """3x3 and 5x5 float convs at stride 1 or 2 with at most MAX_CHANNELS multiply-adds per output take the
+    """3x3 and 5x5 float convs at stride 1 or 2 with at most MAX_REDUCTION multiply-adds per output take the
     pointwise rule over rows (stride 2 through a copy with even and odd columns apart); a dilated or grouped
     conv, or a 3x3 over 64 channels, does not."""
     import tvm

@@ -88,8 +88,8 @@ def pixel_pair_dot(vector_bits: int) -> str | None:
             c[T.ramp(0, 1, lanes)] = c.vload([0], f"int32x{lanes}") + T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(llvm_name),
                 a.vload([0, 0], f"int16x{2 * lanes}"),
-                T.reinterpret(T.broadcast(T.reinterpret(T.Cast("int16x2", b.vload([0], "int8x2")), dtype="int32"), lanes),
-                              dtype=f"int16x{2 * lanes}"),  # the weight pair in every lane
+                T.reinterpret(T.broadcast(T.reinterpret(T.Cast("int16x2", b.vload([0], "int8x2")), dtype="int32"),
+                                          lanes), dtype=f"int16x{2 * lanes}"),  # the weight pair in every lane
                 dtype=f"int32x{lanes}")
 
     name = f"edgeprune_pixel_pair_dot_{lanes}x2_i16i8i32"

@@ -21,7 +21,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from edgeprune.compile.schedules.pointwise import MAX_CHANNELS
+from edgeprune.compile.schedules.pointwise import MAX_REDUCTION
 
 MAX_EXTRA_COLUMNS = 0.15  # of the row: 14 -> 16 and 7 -> 8 with 8 lanes
 
@@ -55,8 +55,8 @@ def pad_conv_channels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
 
 def pad_pointwise_columns(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
     """The pass: convs that pointwise.py's rule takes but for a row that is not whole vectors (float 1x1 convs over
-    at most MAX_CHANNELS inputs whose pixels do not fill whole vectors; float convs with a window, stride 1 or 2,
-    at most MAX_CHANNELS multiply-adds per output) get zero columns on the right, up to a multiple of `lanes`, when
+    at most MAX_REDUCTION inputs whose pixels do not fill whole vectors; float convs with a window, stride 1 or 2,
+    at most MAX_REDUCTION multiply-adds per output) get zero columns on the right, up to a multiple of `lanes`, when
     that adds at most MAX_EXTRA_COLUMNS and makes rows of two vectors or more (7 -> 8 columns with 8 lanes gave
     one-vector tiles, measured slower than before). `pairs`: int16 x int8 1x1 convs too (the pair intrinsic's
     pointwise form). What the padded columns hold does not matter: they are sliced off."""
@@ -70,10 +70,11 @@ def pad_pointwise_columns(lanes: int, pairs: bool = False) -> tvm.transform.Pass
         strides, padding = [int(v) for v in attrs.strides], [int(v) for v in attrs.padding]
         dtypes = (str(matches[data].ty.dtype), str(w.dtype))
         pointwise = w.shape[2:] == (1, 1) and strides == [1, 1] and not any(padding)
-        fits = (height * width % lanes != 0 and w.shape[1] <= MAX_CHANNELS
-                and dtypes in (("float32", "float32"), *([("int16", "int8")] if pairs else []))) if pointwise else \
-            (dtypes == ("float32", "float32") and strides in ([1, 1], [2, 2]) and w[0].size <= MAX_CHANNELS)
-        if (not fits or w.shape[0] % lanes or attrs.groups != 1 or any(int(v) != 1 for v in attrs.dilation)
+        kinds = (("float32", "float32"), ("int16", "int8")) if pairs else (("float32", "float32"),)
+        fits = height * width % lanes != 0 and dtypes in kinds if pointwise else \
+            dtypes == ("float32", "float32") and strides in ([1, 1], [2, 2])
+        if (not fits or w[0].size > MAX_REDUCTION or w.shape[0] % lanes or attrs.groups != 1
+                or any(int(v) != 1 for v in attrs.dilation)
                 or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
                 or not 0 < extra <= MAX_EXTRA_COLUMNS * width or width + extra < 2 * lanes):
             return call

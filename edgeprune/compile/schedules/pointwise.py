@@ -12,7 +12,7 @@ once and the output is written as a few sequential streams. int8 convs (int16 da
 integer lowering) take the same loops on x86 with the pair instruction turned around: a vector of pixels'
 channel pairs times one broadcast weight pair (16->96 at 112x112: 2.1x -> 0.86x onnxruntime's int8, measured
 under load), the requantization applied to a vector of pixels of one channel. Float convs with a window and
-at most MAX_CHANNELS multiply-adds per output (a 3->32 3x3 stem, 27) go the same way over rows of whole
+at most MAX_REDUCTION multiply-adds per output (a 3->32 3x3 stem, 27) go the same way over rows of whole
 vectors, at stride 2 through a copy of the data with even and odd columns apart (mobilenet_v2's stem 1.97x ->
 0.88x onnxruntime, resnet18's 7x7 stem 1.32x -> 0.99x, under load).
 """
@@ -29,7 +29,7 @@ from edgeprune.compile.schedules.machine import Machine
 # Above this many multiply-adds per output (input channels x window) the channels-in-lanes rule is as fast or
 # faster (measured: 1x1 256->64 at 56x56 1.21x onnxruntime there, 1.30x here; 192->32 at 28x28 0.94x there, 0.71x
 # here; 3x3 64->64 at 56x56 about even); below it, its transposed stores dominate (a 3->32 3x3 stem: 1.9x).
-MAX_CHANNELS = 192
+MAX_REDUCTION = 192
 BLOCK_BYTES = 32 * 1024  # input channels x pixels of one block: an L1 data cache (32-64 KiB on Zen, Cortex-A7x)
 
 
@@ -56,7 +56,7 @@ def _stride(block: s_tir.SBlock, data: tirx.Buffer) -> int | None:
 
 def applies(sch: s_tir.Schedule, anchor: Anchor, machine: Machine, pairs: bool = False) -> bool:
     """A float conv (or with `pairs`, one conv.py found fit for the pair intrinsic) over exactly the reduction's
-    channels (not grouped), with at most MAX_CHANNELS multiply-adds per output, and either a one-pixel window
+    channels (not grouped), with at most MAX_REDUCTION multiply-adds per output, and either a one-pixel window
     whose data has the output's height and width (stride 1, no padding but padding.py's extra columns) and whole
     vectors of pixels, or (float only) a window at stride 1 or 2 over rows of whole vectors."""
     block = sch.get(anchor.block)
@@ -64,7 +64,7 @@ def applies(sch: s_tir.Schedule, anchor: Anchor, machine: Machine, pairs: bool =
     data = next(r.source for r in block.reads if not r.source.same_as(anchor.weight.source))
     window = int(ry.dom.extent) * int(rx.dom.extent)
     if not (pairs or str(block.body.value.ty) == "float32" and str(data.dtype) == "float32") \
-            or int(rc.dom.extent) * window > MAX_CHANNELS or int(data.shape[1]) != int(rc.dom.extent):
+            or int(rc.dom.extent) * window > MAX_REDUCTION or int(data.shape[1]) != int(rc.dom.extent):
         return False
     if window == 1 and [int(d) for d in data.shape[2:]] == [int(y.dom.extent), int(x.dom.extent)]:
         return int(y.dom.extent) * int(x.dom.extent) % machine.lanes == 0
