@@ -5,8 +5,8 @@ of output channels' weights, so the weights are repacked at compile time to [K/l
 (zero-padded when K is not a multiple of lanes) and the accumulators of a `vecs x pixels` tile stay in
 registers for the whole reduction. int8 convs on x86 (int16 data x int8 weights after the integer lowering)
 take the pair intrinsic instead: two input channels per lane and instruction (pmaddwd), with channel pairs
-made adjacent in the data and the weights. Float 1x1 convs over few channels put pixels in the lanes
-(pointwise.py); depthwise convs have a rule of their own (depthwise.py).
+made adjacent in the data and the weights. Convs with short reductions (1x1 convs over few channels, RGB
+stems) put pixels in the lanes instead (pointwise.py); depthwise convs have a rule of their own (depthwise.py).
 """
 from __future__ import annotations
 
@@ -118,12 +118,11 @@ def schedule_conv2d_pairs(sch: s_tir.Schedule, anchor: Anchor, machine: Machine)
 
 def schedule_conv2d(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
     """Dense and grouped convs, any kernel, stride and padding; the epilogue is applied as the tile is stored."""
-    if _pairs(sch, anchor, machine):
-        if pointwise(sch, anchor, machine, pairs=True):
-            return schedule_pointwise(sch, anchor, machine, pairs=True)
+    pairs = _pairs(sch, anchor, machine)
+    if pointwise(sch, anchor, machine, pairs):
+        return schedule_pointwise(sch, anchor, machine, pairs)
+    if pairs:
         return schedule_conv2d_pairs(sch, anchor, machine)
-    if pointwise(sch, anchor, machine):
-        return schedule_pointwise(sch, anchor, machine)
     block = anchor.block
     lanes = machine.lanes
     out_channels = int(sch.get(block).iter_vars[1].dom.extent)

@@ -10,9 +10,9 @@ The int8 pair intrinsic (intrinsics.py) reduces input channels two at a time: an
 an odd channel count (an RGB stem, a pruned layer) gets one zero input channel and one zero weight
 channel, which FuseOps also keeps inside the conv's function.
 
-A float 1x1 conv that pointwise.py's rule takes needs whole vectors of pixels; at 14x14 (MobileNet's
-fourth stage) the rows get two zero columns (14% more work; the rule is 1.5-2x faster than the channel-lane
-one there: 96->576 1.37x -> 0.82x onnxruntime), sliced off the same way.
+A conv that pointwise.py's rule takes needs whole vectors of pixels; at 14x14 (MobileNet's fourth stage)
+or 28x28 the rows get two or four zero columns (14% more work; the rule is 1.5-2x faster than the
+channel-lane one there: 96->576 1.37x -> 0.82x onnxruntime), sliced off the same way.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from edgeprune.compile.schedules.pointwise import MAX_REDUCTION
 
-MAX_EXTRA_COLUMNS = 0.15  # of the row: 14 -> 16 and 7 -> 8 with 8 lanes
+MAX_EXTRA_COLUMNS = 0.15  # of the row: 14 -> 16 and 28 -> 32 with 8 lanes
 
 
 def pad_conv_channels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
