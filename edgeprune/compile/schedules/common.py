@@ -42,7 +42,7 @@ def read_index(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, load) -> int
     return next(i for i, r in enumerate(sch.get(block).reads) if r.source.same_as(load.source))
 
 
-def _domain(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[int]:
+def domain(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[int]:
     return [int(iv.dom.extent) for iv in sch.get(block).iter_vars]
 
 
@@ -80,7 +80,7 @@ def inline_epilogue(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> s_ti
         consumers = sch.get_consumers(block)
         if len(consumers) != 1:
             return None
-        if _domain(sch, consumers[0]) != _domain(sch, block):
+        if domain(sch, consumers[0]) != domain(sch, block):
             inline_epilogue(sch, consumers[0])
             return consumers[0]
         try:

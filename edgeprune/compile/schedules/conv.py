@@ -5,8 +5,9 @@ of output channels' weights, so the weights are repacked at compile time to [K/l
 (zero-padded when K is not a multiple of lanes) and the accumulators of a `vecs x pixels` tile stay in
 registers for the whole reduction. int8 convs on x86 (int16 data x int8 weights after the integer lowering)
 take the pair intrinsic instead: two input channels per lane and instruction (pmaddwd), with channel pairs
-made adjacent in the data and the weights. Convs with short reductions (1x1 convs over few channels, RGB
-stems) put pixels in the lanes instead (pointwise.py); depthwise convs have a rule of their own (depthwise.py).
+made adjacent in the data and the weights. Float 1x1 convs and convs with short reductions (RGB stems, int8
+1x1 convs over few channels) put pixels in the lanes instead (pointwise.py); depthwise convs have a rule of
+their own (depthwise.py).
 """
 from __future__ import annotations
 

@@ -10,9 +10,11 @@ The int8 pair intrinsic (intrinsics.py) reduces input channels two at a time: an
 an odd channel count (an RGB stem, a pruned layer) gets one zero input channel and one zero weight
 channel, which FuseOps also keeps inside the conv's function.
 
-A conv that pointwise.py's rule takes needs whole vectors of pixels; at 14x14 (MobileNet's fourth stage)
-or 28x28 the rows get two or four zero columns (14% more work; the rule is 1.5-2x faster than the
-channel-lane one there: 96->576 1.37x -> 0.82x onnxruntime), sliced off the same way.
+A conv that pointwise.py's rule takes needs whole vectors of pixels. A 1x1 conv's pixels are one flat axis,
+so its map gets zero columns and rows until it holds whole pairs of vectors: 14x14 -> 14x16, 28x28 -> 28x32,
+7x7 -> 8x8 (31% more work, yet 576->160 at 7x7 went 1.60x -> 1.09x onnxruntime, 320->1280 1.89x -> 1.21x:
+the channel-lane rule's 1x7 tiles ran at 47 GFLOP/s). A conv with a window gets zero columns, up to whole
+vectors per row. What the padding computes is sliced off the same way.
 """
 from __future__ import annotations
 
@@ -23,7 +25,21 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from edgeprune.compile.schedules.pointwise import MAX_REDUCTION
 
-MAX_EXTRA_COLUMNS = 0.15  # of the row: 14 -> 16 and 28 -> 32 with 8 lanes
+MAX_EXTRA_COLUMNS = 0.15  # of a windowed conv's row: 28 -> 32 with 8 lanes
+MAX_EXTRA_PIXELS = 0.35  # of a 1x1 conv's map: 7x7 -> 8x8 (31%) with 8 lanes; 6x6 -> 6x8 (33%)
+
+
+def map_padding(height: int, width: int, lanes: int) -> tuple[int, int]:
+    """(rows, columns) of zeros that make a 1x1 conv's map whole pairs of vectors in rows of whole vectors (so
+    that each tile pointwise.py stores through the slice is whole rows or part of one) at the least extra
+    work (columns before rows on a tie), or (0, 0) when that costs more than MAX_EXTRA_PIXELS."""
+    pixels = height * width
+    if pixels % (2 * lanes) == 0:
+        return 0, 0
+    options = [(h * w, h - height, w - width) for h in range(height, 2 * height + 1)
+               for w in range(width, width + lanes) if w % lanes == 0 and h * w % (2 * lanes) == 0]
+    area, rows, columns = min(options)
+    return (rows, columns) if area <= (1 + MAX_EXTRA_PIXELS) * pixels else (0, 0)
 
 
 def pad_conv_channels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
@@ -54,34 +70,40 @@ def pad_conv_channels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
 
 
 def pad_pointwise_columns(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
-    """The pass: convs that pointwise.py's rule takes but for a row that is not whole vectors (float 1x1 convs over
-    at most MAX_REDUCTION inputs whose pixels do not fill whole vectors; float convs with a window, stride 1 or 2,
-    at most MAX_REDUCTION multiply-adds per output) get zero columns on the right, up to a multiple of `lanes`, when
-    that adds at most MAX_EXTRA_COLUMNS and makes rows of two vectors or more (7 -> 8 columns with 8 lanes gave
-    one-vector tiles, measured slower than before). `pairs`: int16 x int8 1x1 convs too (the pair intrinsic's
-    pointwise form). What the padded columns hold does not matter: they are sliced off."""
+    """The pass: convs that pointwise.py's rule takes but for pixels that are not whole vectors get zero pixels
+    on the right and at the bottom: float 1x1 convs (`pairs`: int16 x int8 ones too, the pair intrinsic's
+    pointwise form) as map_padding says; float convs with a window, stride 1 or 2, at most MAX_REDUCTION
+    multiply-adds per output, zero columns up to a multiple of `lanes` when that adds at most
+    MAX_EXTRA_COLUMNS and makes rows of two vectors or more (7 -> 8 columns with 8 lanes gave one-vector
+    tiles, measured slower than before). What the padding computes does not matter: it is sliced off."""
     data, weight = wildcard(), is_const()
     pattern = is_op("relax.nn.conv2d")(data, weight)
 
     def rewrite(call: relax.Call, matches: dict) -> relax.Expr:
         attrs, w = call.attrs, matches[weight].value.numpy()
         height, width = (int(d) for d in list(call.ty.shape)[2:])
-        extra = -width % lanes
         strides, padding = [int(v) for v in attrs.strides], [int(v) for v in attrs.padding]
         dtypes = (str(matches[data].ty.dtype), str(w.dtype))
-        pointwise = w.shape[2:] == (1, 1) and strides == [1, 1] and not any(padding)
-        kinds = (("float32", "float32"), ("int16", "int8")) if pairs else (("float32", "float32"),)
-        fits = height * width % lanes != 0 and dtypes in kinds if pointwise else \
-            dtypes == ("float32", "float32") and strides in ([1, 1], [2, 2])
-        if (not fits or w[0].size > MAX_REDUCTION or w.shape[0] % lanes or attrs.groups != 1
-                or any(int(v) != 1 for v in attrs.dilation)
-                or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
-                or not 0 < extra <= MAX_EXTRA_COLUMNS * width or width + extra < 2 * lanes):
+        if (w.shape[0] % lanes or attrs.groups != 1 or any(int(v) != 1 for v in attrs.dilation)
+                or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")):
+            return call
+        if w.shape[2:] == (1, 1) and strides == [1, 1] and not any(padding):
+            integer = pairs and dtypes == ("int16", "int8") and w[0].size <= MAX_REDUCTION
+            rows, columns = map_padding(height, width, lanes) if integer or dtypes == ("float32", "float32") else (0, 0)
+            if integer and rows:  # int8 7x7 -> 8x8 measured slower (160->960: 1.56x -> 2.15x onnxruntime)
+                rows, columns = 0, 0
+        else:
+            rows, columns = 0, -width % lanes
+            if (dtypes != ("float32", "float32") or strides not in ([1, 1], [2, 2]) or w[0].size > MAX_REDUCTION
+                    or columns > MAX_EXTRA_COLUMNS * width or width + columns < 2 * lanes):
+                columns = 0
+        if not rows and not columns:
             return call
         conv = relax.op.nn.conv2d(matches[data], call.args[1], attrs.strides,
-                                  [*padding[:3], padding[3] + extra * strides[1]], attrs.dilation, 1,
+                                  [padding[0], padding[1], padding[2] + rows * strides[0],
+                                   padding[3] + columns * strides[1]], attrs.dilation, 1,
                                   "NCHW", "OIHW", "NCHW", attrs.out_dtype)
-        return relax.op.strided_slice(conv, axes=[3], begin=[0], end=[width])
+        return relax.op.strided_slice(conv, axes=[2, 3], begin=[0, 0], end=[height, width])
 
     @relax.transform.function_pass(opt_level=0, name="edgeprune.PadPointwiseColumns")
     def run(func: relax.Function, _mod, _ctx) -> relax.Function:

@@ -1,4 +1,4 @@
-"""Convs with short reductions (1x1 convs over few channels, RGB stems) with output PIXELS across the lanes.
+"""1x1 convs and convs with short reductions (RGB stems) with output PIXELS across the lanes.
 
 conv.py's rule puts output channels in the lanes, so every accumulator vector holds one pixel of 8
 channels and its store to NCHW is a transpose: 8 scalar stores and the epilogue done lane by lane. A 3x3
@@ -8,10 +8,15 @@ Here out[k, p:p+lanes] += w[k, c] * x[c, p:p+lanes] over the flattened pixels p 
 loaded as vectors straight from its NCHW planes, one weight is broadcast per output channel, and each
 accumulator is stored (epilogue included) as one vector. Pixels go in blocks whose input channels fit in
 L1 and every block is finished for all output channels before the next, so the input is read from memory
-once and the output is written as a few sequential streams. int8 convs (int16 data x int8 weights after the
+once and the output is written as a few sequential streams. Wide reductions too: a block of 16 pixels over 576
+input channels still fits, and each tile then streams its weights from L2 like a GEMM's packed panel (1x1
+384->96 at 14x14 1.78x -> 0.96x onnxruntime, 256->512 2.11x -> 1.09x, 512->128 at 28x28 1.17x -> 0.87x,
+measured one layer at a time). The flat axis matters at 56x56 too: by rows of 56 (7 vectors) the tiles were
+12 channels x 1 vector, which LLVM spilled (96->24: 1.13x -> 0.69x onnxruntime). int8 convs (int16 data x int8 weights after the
 integer lowering) take the same loops on x86 with the pair instruction turned around: a vector of pixels'
 channel pairs times one broadcast weight pair (16->96 at 112x112: 2.1x -> 0.86x onnxruntime's int8, measured
-under load), the requantization applied to a vector of pixels of one channel. Float convs with a window and
+under load), the requantization applied to a vector of pixels of one channel; they stay with at most
+MAX_REDUCTION inputs (384->96 ran 1.40x -> 1.74x onnxruntime's int8 as pixels in the lanes). Float convs with a window and
 at most MAX_REDUCTION multiply-adds per output (a 3->32 3x3 stem, 27) go the same way over rows of whole
 vectors, at stride 2 through a copy of the data with even and odd columns apart (mobilenet_v2's stem 1.97x ->
 0.88x onnxruntime, resnet18's 7x7 stem 1.32x -> 0.99x, under load).
@@ -21,14 +26,14 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir, tirx
 
-from edgeprune.compile.schedules.common import (inline_epilogue, inline_producers, parallel_vectorize, prepack,
-                                                read_index, worth_parallel)
+from edgeprune.compile.schedules.common import (domain, inline_epilogue, inline_producers, parallel_vectorize,
+                                                prepack, read_index, worth_parallel)
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 
-# Above this many multiply-adds per output (input channels x window) the channels-in-lanes rule is as fast or
-# faster (measured: 1x1 256->64 at 56x56 1.21x onnxruntime there, 1.30x here; 192->32 at 28x28 0.94x there, 0.71x
-# here; 3x3 64->64 at 56x56 about even); below it, its transposed stores dominate (a 3->32 3x3 stem: 1.9x).
+# For convs with a window (and int8 1x1 convs): above this many multiply-adds per output (input channels x
+# window) the channels-in-lanes rule is as fast or faster (measured: 3x3 64->64 at 56x56 about even); below it,
+# its transposed stores dominate (a 3->32 3x3 stem: 1.9x). Float 1x1 convs take this rule at any width.
 MAX_REDUCTION = 192
 BLOCK_BYTES = 32 * 1024  # input channels x pixels of one block: an L1 data cache (32-64 KiB on Zen, Cortex-A7x)
 
@@ -56,26 +61,30 @@ def _stride(block: s_tir.SBlock, data: tirx.Buffer) -> int | None:
 
 def applies(sch: s_tir.Schedule, anchor: Anchor, machine: Machine, pairs: bool = False) -> bool:
     """A float conv (or with `pairs`, one conv.py found fit for the pair intrinsic) over exactly the reduction's
-    channels (not grouped), with at most MAX_REDUCTION multiply-adds per output, and either a one-pixel window
-    whose data has the output's height and width (stride 1, no padding but padding.py's extra columns) and whole
-    vectors of pixels, or (float only) a window at stride 1 or 2 over rows of whole vectors."""
+    channels (not grouped), and either a one-pixel window whose data has the output's height and width (stride
+    1, no padding but padding.py's extra pixels) and whole vectors of pixels, or (float only) a window at stride
+    1 or 2 over rows of whole vectors; windows and int8 convs with at most MAX_REDUCTION multiply-adds per output."""
     block = sch.get(anchor.block)
     _, _, y, x, rc, ry, rx = block.iter_vars
     data = next(r.source for r in block.reads if not r.source.same_as(anchor.weight.source))
     window = int(ry.dom.extent) * int(rx.dom.extent)
     if not (pairs or str(block.body.value.ty) == "float32" and str(data.dtype) == "float32") \
-            or int(rc.dom.extent) * window > MAX_REDUCTION or int(data.shape[1]) != int(rc.dom.extent):
+            or (window > 1 or pairs) and int(rc.dom.extent) * window > MAX_REDUCTION \
+            or int(data.shape[1]) != int(rc.dom.extent):
         return False
     if window == 1 and [int(d) for d in data.shape[2:]] == [int(y.dom.extent), int(x.dom.extent)]:
         return int(y.dom.extent) * int(x.dom.extent) % machine.lanes == 0
     return not pairs and int(x.dom.extent) % machine.lanes == 0 and _stride(block, data) in (1, 2)
 
 
-def _tile(channels: int, pixels: int, lanes: int, registers: int) -> tuple[int, int]:
+def _tile(channels: int, pixels: int, lanes: int, registers: int, row: int = 0) -> tuple[int, int]:
     """(output channels, pixel vectors) of the accumulator tile: the most multiply-adds per step that fit in
-    the registers next to the data vectors and one broadcast weight; then the fewest loads."""
+    the registers next to the data vectors and one broadcast weight; then the fewest loads. `row`: the
+    padded row of a map stored through a slice, which a tile must cover whole or lie within (the slice's
+    region is a tile's bounding box in rows and columns)."""
     tiles = [(kt, pv) for kt in range(1, 13) for pv in (1, 2, 3, 4)
-             if channels % kt == 0 and pixels % (pv * lanes) == 0 and kt * pv + pv + 1 <= registers]
+             if channels % kt == 0 and pixels % (pv * lanes) == 0 and kt * pv + pv + 1 <= registers
+             and (not row or pv * lanes % row == 0 or row % (pv * lanes) == 0)]
     return max(tiles, key=lambda t: (t[0] * t[1], -t[0] - t[1], t[0]))
 
 
@@ -104,7 +113,8 @@ def _flat(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, stores: list, kt:
     sch.transform_layout(block, ("write", 0), lambda n, o, h, w: (n, o, h * width + w))
     sch.transform_block_layout(block, lambda n, o, h, w, c, r, s: (n, o, h * width + w, c, r, s))
     for store in stores:
-        sch.transform_block_layout(store, lambda n, o, h, w: (n, o, h * width + w))
+        if domain(sch, store)[2:] == [int(y.dom.extent), width]:  # not the slice that drops padded pixels
+            sch.transform_block_layout(store, lambda n, o, h, w: (n, o, h * width + w))
     n, k, p, rc, ry, rx = sch.get_loops(block)
     step = pv * lanes
     per_block = max(b for b in range(step, pixels + 1, step)
@@ -125,10 +135,13 @@ def schedule_pointwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine, pa
 
     block = anchor.block
     lanes = machine.lanes
-    _, k, y, x, _, _, _ = sch.get(block).iter_vars
+    _, k, y, x, _, ry, rx = sch.get(block).iter_vars
     height, width = int(y.dom.extent), int(x.dom.extent)
-    rows = width % lanes == 0
-    kt, pv = _tile(int(k.dom.extent), width if rows else height * width, lanes, machine.registers)
+    rows = int(ry.dom.extent) * int(rx.dom.extent) > 1  # 1x1 convs: the flat pixel axis
+    func = sch.mod["main"]
+    sliced = [int(d) for d in func.params[-1].shape[2:]] != [height, width]  # padding.py's extra pixels
+    kt, pv = _tile(int(k.dom.extent), width if rows else height * width, lanes, machine.registers,
+                   width if sliced and not rows else 0)
     weight = read_index(sch, block, anchor.weight)
     if _stride(sch.get(block), sch.get(block).reads[1 - weight].source) == 2:
         # even and odd columns apart in a copy of the (padded) data: a stride-2 row of pixels is one vector load
