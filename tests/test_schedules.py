@@ -100,6 +100,8 @@ CASES = {
     "pointwise-7x7-map-padded-wide-reduction": ([1, 40, 7, 7], [("conv", {"k": 208, "ks": 1, "pad": 0, "act": "Clip"}),
                                                                 ("conv", {"k": 208, "ks": 1, "pad": 0}),
                                                                 ("residual", {"step": 0})]),
+    "conv3x3-three-vector-tile": ([1, 16, 12, 12], [("conv", {"k": 24, "act": "Relu"}),
+                                                   ("conv", {"k": 48, "stride": 2})]),
     "windows-pixels-in-lanes": ([1, 3, 34, 32], [("conv", {"k": 16, "stride": 2, "act": "Clip"}),
                                                  ("conv", {"k": 8, "act": "Relu"}),
                                                  ("conv", {"k": 12, "ks": 5, "pad": 2, "stride": 2})]),
@@ -392,3 +394,14 @@ def test_small_reductions_with_windows_put_pixels_in_the_lanes(host):
     taken = [applies(sch, anchor, machine) for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)
              for sch in [s_tir.Schedule(f)] if (anchor := classify(sch)).kind == "conv2d"]
     assert sorted(taken) == [False, False, False, False, True, True], taken  # 3->16 stride 2, 16->8
+
+
+def test_float_conv_tiles():
+    """12 accumulators where the loads stay at most 3 per 4 FMAs (Zen 2's 5-cycle FMA needs 10 in flight), else 8
+    with the fewest loads; integer tiles keep to two weight vectors."""
+    from edgeprune.compile.schedules.conv import _register_tile
+
+    assert _register_tile(96, 48, 8, 16) == (3, 4)
+    assert _register_tile(64, 56, 8, 16) == (2, 4)  # 1x14 has 14 chains but a load per FMA: measured slower
+    assert _register_tile(256, 14, 8, 16) == (1, 14)
+    assert _register_tile(96, 48, 8, 16, integer=True)[0] <= 2

@@ -21,15 +21,20 @@ from edgeprune.compile.schedules.pointwise import applies as pointwise, schedule
 
 
 CHAINS = 8  # independent accumulators that hide the FMA latency: 4 cycles x 2 pipes (Zen, Skylake, Cortex-A76)
+# ... and 12 hide Zen 2's 5 cycles too: 3x4 and 2x6 tiles, where the loads stay at most 3 per 4 FMAs, beat every
+# 8-accumulator tile (96->96 3x3 at 48x48: 3x4 1.00x onnxruntime, 2x6 1.04x, 2x4 1.18x; 1x12 and 1x14, with a
+# load per FMA, do not)
+WIDE = 12
 
 
 def _register_tile(channels: int, width: int, lanes: int, registers: int, integer: bool = False) -> tuple[int, int]:
     """(channel vectors, pixels) of the accumulator tile. Float tiles: enough accumulators to hide the FMA
-    latency (CHAINS), then the fewest loads per FMA, in the registers next to the weight vectors and one
-    broadcast (measured on 256x14x14: 1x14 17% faster than 1x7, whose 7 chains leave the FMA pipes idle; on
-    64x56x56, 2x4 6% faster than 1x14, which loads more). Pixel counts divide the row (a ragged tile puts a
-    branch in the inner loop); at most two weight vectors, since deep layers stream their weights from L2 and
-    a tile of fewer pixels reuses each less (measured: 256x14x14 ran 1.8x faster as 1x7 than as 4x2).
+    latency (CHAINS, or WIDE where few loads allow it), then the fewest loads per FMA, in the registers next to
+    the weight vectors and one broadcast (measured on 256x14x14: 1x14 17% faster than 1x7, whose 7 chains leave
+    the FMA pipes idle; on 64x56x56, 2x4 6% faster than 1x14, which loads more). Pixel counts divide the row (a
+    ragged tile puts a branch in the inner loop); at most three weight vectors (two for integers), since deep
+    layers stream their weights from L2 and a tile of fewer pixels reuses each less (measured: 256x14x14 ran
+    1.8x faster as 1x7 than as 4x2).
     Integer tiles take the most multiply-adds and keep every pixel's broadcast in a register of its own (LLVM
     hoists them: seen in the assembly, a 2x14 int tile spilled on AArch64 where 2x8 did not)."""
     def fits(vecs: int, pixels: int) -> bool:
@@ -39,9 +44,10 @@ def _register_tile(channels: int, width: int, lanes: int, registers: int, intege
         vecs, pixels = tile
         if integer:
             return vecs * pixels, -vecs - pixels
-        return min(vecs * pixels, CHAINS), -(vecs + pixels) / (vecs * pixels)
+        loads = (vecs + pixels) / (vecs * pixels)
+        return min(vecs * pixels, CHAINS) + (vecs * pixels >= WIDE and loads <= 0.75), -loads
 
-    tiles = [(vecs, pixels) for vecs in (1, 2) if channels % (vecs * lanes) == 0
+    tiles = [(vecs, pixels) for vecs in (1, 2, 3) if channels % (vecs * lanes) == 0 and (vecs < 3 or not integer)
              for pixels in range(1, width + 1) if width % pixels == 0 and fits(vecs, pixels)]
     return max(tiles, key=rank, default=(1, 1))
 
@@ -138,7 +144,10 @@ def schedule_conv2d(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> No
     vecs, pixels = _register_tile(out_channels, int(sch.get(x).extent), lanes, machine.registers, integer)
     po, pi = sch.split(x, [None, pixels])
     ko, kv, ki = sch.split(k, [None, vecs, lanes])
-    sch.reorder(n, ko, y, po, ry, rx, rc, kv, pi, ki)  # window outside: LLVM unrolls short inner loops and spills
+    # window outside: LLVM unrolls short inner loops and spills; pixels outside the channel vectors, so that
+    # LLVM loads each pixel's broadcast just before its FMAs (in the other order it hoisted all of a 2x6 tile's
+    # broadcasts, spilled, and ran 2x slower)
+    sch.reorder(n, ko, y, po, ry, rx, rc, *((kv, pi) if integer else (pi, kv)), ki)
     sch.reverse_compute_at(acc, po)
     if sliced is not None:  # padded channels: the tile is stored through the slice that drops them
         sch.reverse_compute_at(sliced, po)
