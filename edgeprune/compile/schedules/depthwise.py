@@ -13,7 +13,7 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir
 
-from edgeprune.compile.schedules.common import inline_epilogue, worth_parallel
+from edgeprune.compile.schedules.common import inline_epilogue, padded_plane, row_tile, worth_parallel
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 
@@ -32,28 +32,12 @@ def schedule_depthwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) ->
     inline_epilogue(sch, acc)
     n, c, y, x, rc, ry, rx = sch.get_loops(block)
     width = int(sch.get(x).extent)
-    # one vector of pixels: with more, LLVM hoists the broadcast weights of every tap out of the row and spills.
-    # Rows of 28 or 14 pixels: up to 4 vectors' worth is one loop that LLVM vectorizes with a short remainder
-    # (measured 1.3-1.5x faster than TVM's vectors of 7 lanes, the epilogue too); a row shorter than a vector is
-    # one vector.
-    whole = width % machine.lanes == 0 or width < machine.lanes
-    tile = min(width, machine.lanes) if whole else max(d for d in range(1, 4 * machine.lanes + 1) if width % d == 0)
+    whole, tile = row_tile(width, machine.lanes)
     xo, xi = sch.split(x, [None, tile])
     sch.reorder(n, c, y, xo, rc, ry, rx, xi)
     sch.reverse_compute_at(acc, xo)
     for pad in pads:
-        sch.compute_at(pad, c)
-        padded = int(sch.get(pad).writes[0].source.shape[-1])
-        stride2 = width > 1 and padded % 2 == 0 and (padded - int(sch.get(rx).extent)) // (width - 1) == 2
-        if stride2:  # even and odd columns apart: a stride-2 tap reads contiguous vectors, not 8 gathered ones
-            sch.transform_layout(pad, ("write", 0), lambda *i: (*i[:-1], i[-1] % 2, i[-1] // 2))
-        fill = sch.decompose_padding(pad, sch.get_loops(pad)[2])
-        if stride2:
-            # the copy walks the parities in turn, so LLVM makes each a load and a shuffle; the zeros too, so
-            # they are stored in order (the plane's zeros cost 2/3 of a 144x56x56 layer stored column by column)
-            for stage in (pad, fill):
-                column, parity = sch.split(sch.get_loops(stage)[-1], [None, 2])
-                sch.reorder(parity, column)
+        padded_plane(sch, pad, c, width, int(sch.get(rx).extent))
     if worth_parallel(sch, block):
         sch.parallel(sch.fuse(n, c))
     sch.unroll(ry)

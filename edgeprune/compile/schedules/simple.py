@@ -1,10 +1,11 @@
 """Matmul (dense layers), pooling and elementwise tails: the kinds with little arithmetic per byte."""
 from __future__ import annotations
 
+import tvm
 from tvm import s_tir
 
-from edgeprune.compile.schedules.common import (inline_epilogue, parallel_outer, parallel_vectorize, prepack,
-                                                read_index, worth_parallel)
+from edgeprune.compile.schedules.common import (inline_epilogue, padded_plane, parallel_outer, parallel_vectorize,
+                                                prepack, read_index, row_tile, worth_parallel)
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 
@@ -33,9 +34,34 @@ def schedule_matmul(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> No
 
 
 def schedule_pool(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
-    """Window reductions (max/avg pool, global mean) are memory-bound and LLVM vectorizes TVM's loop nest
-    (measured: reordering the window loops outward was slower); batch and channels run in parallel."""
-    parallel_outer(sch, 2)
+    """Padded 2-d window pools go like depthwise convs: per channel a padded plane in L1, a vector of output
+    pixels per step, the window unrolled (resnet18's 3x3/2 max pool in the model: 0.44 -> 0.31 ms, onnxruntime 0.21 ms; TVM's
+    loop nest padded the whole tensor first, with a branch per value). Other window reductions (global mean,
+    unpadded pools) are memory-bound and LLVM vectorizes TVM's loop nest (measured: reordering the window loops
+    outward was slower); batch and channels run in parallel."""
+    block = anchor.block
+    loops = sch.get_loops(block)
+    pads = [p for p in sch.get_producers(block) if not isinstance(sch.get(p).body.value, tvm.ir.TensorLoad)]
+    if len(loops) != 6 or len(pads) != 1 or len(sch.get_producers(block)) != 1:
+        return parallel_outer(sch, 2)
+    n, c, y, x, ry, rx = loops
+    width = int(sch.get(x).extent)
+    acc = sch.cache_write(block, 0, "local")
+    inline_epilogue(sch, acc)
+    whole, tile = row_tile(width, machine.lanes)
+    xo, xi = sch.split(x, [None, tile])
+    sch.reorder(n, c, y, xo, ry, rx, xi)
+    sch.reverse_compute_at(acc, xo)
+    padded_plane(sch, pads[0], c, width, int(sch.get(rx).extent))
+    if worth_parallel(sch, block):
+        sch.parallel(sch.fuse(n, c))
+    sch.unroll(ry)
+    sch.unroll(rx)
+    if whole:
+        sch.vectorize(xi)
+    sch.decompose_reduction(block, ry)
+    if whole:
+        sch.vectorize(sch.get_loops(acc)[-1])
 
 
 def schedule_elementwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
