@@ -102,6 +102,8 @@ CASES = {
                                                                 ("residual", {"step": 0})]),
     "conv3x3-three-vector-tile": ([1, 16, 12, 12], [("conv", {"k": 24, "act": "Relu"}),
                                                    ("conv", {"k": 48, "stride": 2})]),
+    "strided-1x1-copied-out": ([1, 64, 30, 30], [("conv", {"k": 80, "ks": 1, "pad": 0, "stride": 2, "act": "Relu"}),
+                                                 ("conv", {"k": 16, "ks": 1, "pad": 0})]),
     "windows-pixels-in-lanes": ([1, 3, 34, 32], [("conv", {"k": 16, "stride": 2, "act": "Clip"}),
                                                  ("conv", {"k": 8, "act": "Relu"}),
                                                  ("conv", {"k": 12, "ks": 5, "pad": 2, "stride": 2})]),
@@ -217,6 +219,16 @@ def test_pointwise_rule_takes_few_channel_1x1_convs(host):
         mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
     text = next(f.script() for f in mod.functions.values() if isinstance(f, tirx.PrimFunc))
     assert "T.int64(8), T.int64(8)" in text and "T_strided_slice" in text  # a padded map: 64 pixels, not 49
+
+    # a big strided 1x1 conv: its pixels copied out by a slice of their own, then a stride-1 conv this rule takes
+    model = _chain(*CASES["strided-1x1-copied-out"])
+    with host.tvm_target():
+        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
+    convs = [s_tir.Schedule(f) for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)]
+    convs = [(sch, anchor) for sch in convs if (anchor := classify(sch)).kind == "conv2d"]
+    assert all(applies(sch, anchor, machine) for sch, anchor in convs) and len(convs) == 2
+    assert any("x[v_ax0, v_ax1, v_ax2 * T.int64(2), v_ax3 * T.int64(2)]" in f.script()
+               for f in mod.functions.values() if isinstance(f, tirx.PrimFunc))
 
 
 # Not the 7x7 wide-reduction case: at seed 12 one of its int8 sums lands 2e-5 of a step from a rounding tie,

@@ -26,6 +26,9 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from edgeprune.compile.schedules.pointwise import MAX_REDUCTION
 
 MAX_EXTRA_COLUMNS = 0.15  # of a windowed conv's row: 28 -> 32 with 8 lanes
+# A strided 1x1 conv smaller than this keeps the channel-lane rule: the copy's own kernel call costs more than it
+# saves (32->64 at 14x14, stride 2: 4 -> 6 us)
+MIN_STRIDED_MACS = 1 << 20
 MAX_EXTRA_PIXELS = 0.35  # of a 1x1 conv's map: 7x7 -> 8x8 (31%) with 8 lanes; 6x6 -> 6x8 (33%)
 
 
@@ -87,6 +90,15 @@ def pad_pointwise_columns(lanes: int, pairs: bool = False) -> tvm.transform.Pass
         if (w.shape[0] % lanes or attrs.groups != 1 or any(int(v) != 1 for v in attrs.dilation)
                 or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")):
             return call
+        source = matches[data]
+        if (w.shape[2:] == (1, 1) and strides != [1, 1] and not any(padding) and dtypes == ("float32", "float32")
+                and w.size * height * width >= MIN_STRIDED_MACS):
+            # the strided pixels copied out first (a quarter of the data at stride 2), the conv then one at stride 1
+            # for pointwise.py (resnet18's downsamples, one layer at a time: 64->128 1.56x -> 0.79x onnxruntime,
+            # 256->512 1.49x -> 1.07x)
+            source = relax.op.strided_slice(source, axes=[2, 3], begin=[0, 0],
+                                            end=[int(d) for d in list(source.ty.shape)[2:]], strides=strides)
+            strides = [1, 1]
         if w.shape[2:] == (1, 1) and strides == [1, 1] and not any(padding):
             integer = pairs and dtypes == ("int16", "int8") and w[0].size <= MAX_REDUCTION
             rows, columns = map_padding(height, width, lanes) if integer or dtypes == ("float32", "float32") else (0, 0)
@@ -97,13 +109,14 @@ def pad_pointwise_columns(lanes: int, pairs: bool = False) -> tvm.transform.Pass
             if (dtypes != ("float32", "float32") or strides not in ([1, 1], [2, 2]) or w[0].size > MAX_REDUCTION
                     or columns > MAX_EXTRA_COLUMNS * width or width + columns < 2 * lanes):
                 columns = 0
-        if not rows and not columns:
+        if not rows and not columns and source.same_as(matches[data]):
             return call
-        conv = relax.op.nn.conv2d(matches[data], call.args[1], attrs.strides,
+        conv = relax.op.nn.conv2d(source, call.args[1], strides,
                                   [padding[0], padding[1], padding[2] + rows * strides[0],
                                    padding[3] + columns * strides[1]], attrs.dilation, 1,
                                   "NCHW", "OIHW", "NCHW", attrs.out_dtype)
-        return relax.op.strided_slice(conv, axes=[2, 3], begin=[0, 0], end=[height, width])
+        return relax.op.strided_slice(conv, axes=[2, 3], begin=[0, 0], end=[height, width]) if rows or columns \
+            else conv
 
     @relax.transform.function_pass(opt_level=0, name="edgeprune.PadPointwiseColumns")
     def run(func: relax.Function, _mod, _ctx) -> relax.Function:
