@@ -104,6 +104,8 @@ CASES = {
                                                    ("conv", {"k": 48, "stride": 2})]),
     "strided-1x1-copied-out": ([1, 64, 30, 30], [("conv", {"k": 80, "ks": 1, "pad": 0, "stride": 2, "act": "Relu"}),
                                                  ("conv", {"k": 16, "ks": 1, "pad": 0})]),
+    "flat-3x3-rows-batch2": ([2, 8, 30, 28], [("conv", {"k": 16, "act": "Relu"}), ("conv", {"k": 16}),
+                                              ("residual", {"step": 0}), ("conv", {"k": 24, "act": "Clip"})]),
     "windows-pixels-in-lanes": ([1, 3, 34, 32], [("conv", {"k": 16, "stride": 2, "act": "Clip"}),
                                                  ("conv", {"k": 8, "act": "Relu"}),
                                                  ("conv", {"k": 12, "ks": 5, "pad": 2, "stride": 2})]),
@@ -425,3 +427,24 @@ def test_float_conv_tiles():
     assert _register_tile(64, 56, 8, 16) == (2, 4)  # 1x14 has 14 chains but a load per FMA: measured slower
     assert _register_tile(256, 14, 8, 16) == (1, 14)
     assert _register_tile(96, 48, 8, 16, integer=True)[0] <= 2
+
+
+def test_flat_rule_takes_wide_3x3_convs(host):
+    """Float 3x3 stride-1 convs over rows of 28 or more become flat convs over padded rows (their own kind, the
+    padding written into a flat plane, weights repacked for 4 output channels per tile); 14-wide maps, stride 2
+    and channel counts that are not whole tiles keep the conv rule."""
+    import tvm
+    from tvm import s_tir, tirx
+
+    from edgeprune.compile.schedules import classify, machine_for, prepare_passes, schedule_module
+
+    model = _chain([1, 8, 28, 28], [("conv", {"k": 16, "act": "Relu"}), ("conv", {"k": 18}),
+                                    ("conv", {"k": 16, "stride": 2}), ("conv", {"k": 16})])
+    with host.tvm_target():
+        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
+    kinds = {g: classify(s_tir.Schedule(f)).kind for g, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
+    assert sorted(kinds.values()).count("flat_conv") == 1 and list(kinds.values()).count("conv2d") == 3, kinds
+    flat = next(g for g, kind in kinds.items() if kind == "flat_conv")
+    text = schedule_module(mod, machine_for(host))[flat].script()
+    assert "T.int64(4), T.int64(8), T.int64(3), T.int64(3), T.int64(4)" in text  # [K/4, C, 3, 3, 4]
+    assert "T.int64(30 * 31)" in text or "T.int64(930)" in text  # the plane: rows of 30, flat

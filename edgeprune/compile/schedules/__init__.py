@@ -15,6 +15,7 @@ from tvm import relax, s_tir, tirx
 
 from edgeprune.compile.schedules.conv import schedule_conv2d
 from edgeprune.compile.schedules.depthwise import schedule_depthwise
+from edgeprune.compile.schedules.flat import flat_convs, schedule_flat_conv
 from edgeprune.compile.schedules.kinds import Anchor, classify
 from edgeprune.compile.schedules.machine import Machine, machine_for
 from edgeprune.compile.schedules.padding import pad_conv_channels, pad_pointwise_columns
@@ -26,6 +27,7 @@ Rule = Callable[[s_tir.Schedule, Anchor, Machine], None]
 
 RULES: dict[str, Rule] = {
     "conv2d": schedule_conv2d,
+    "flat_conv": schedule_flat_conv,
     "depthwise": schedule_depthwise,
     "matmul": schedule_matmul,
     "pool": schedule_pool,
@@ -60,6 +62,7 @@ def prepare_passes(target: Target) -> list[tvm.transform.Pass]:
     return [
         *stages.library_dispatch_passes(tvm_target),
         *([float64_requant()] if machine.float64 else []),
+        *([flat_convs(machine.lanes)] if (machine.registers, machine.lanes) == (16, 8) else []),  # AVX2
         pad_pointwise_columns(machine.lanes, pairs=machine.pair_dot is not None),
         pad_conv_channels(machine.lanes, pairs=machine.pair_dot is not None),
         *stages.legalize_passes(tvm_target),

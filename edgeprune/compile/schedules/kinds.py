@@ -1,8 +1,8 @@
 """Tell what a PrimFunc computes from its blocks' iteration structure, never from its name.
 
 The anchor is the one reduction block a fused function is built around; its store tells the kind:
-a multiply-accumulate over a 4-d output whose weight is read as W[f, r, r, r] is a convolution, over a
-2-d output a matmul; an accumulation without a product (sum, max) is pooling. No reduction at all is
+a multiply-accumulate over a 4-d output whose weight is read as W[f, r, r, r] is a convolution (over a
+3-d output, flat.py's convolution over padded rows), over a 2-d output a matmul; an accumulation without a product (sum, max) is pooling. No reduction at all is
 an elementwise tail. Integer kernels from the int8 lowering read their operands through widening
 casts (int32(x_int16) * int32(w_int8)); the casts are looked through. Only float32 and int32
 accumulators (32-bit lanes, what the tiles assume) get a kind other than 'other'.
@@ -66,6 +66,9 @@ def _mac(store: tirx.BufferStore, block: s_tir.SBlock) -> tuple[str, tvm.ir.Tens
                 and _is_var(w[0], out[1]) and all(_is_var(i, r) for i, r in zip(w[1:], reduce)):
             depthwise = int(block.iter_vars[-3].dom.extent) == 1 and not _is_var(data.indices[1], reduce[0])
             return "depthwise" if depthwise else "conv2d", weight
+        if len(out) == 3 and len(w) == 4 and len(reduce) == 3 and _is_var(w[0], out[1]) \
+                and all(_is_var(i, r) for i, r in zip(w[1:], reduce)):  # flat.py's conv over padded rows
+            return "flat_conv", weight
         if len(out) >= 2 and len(reduce) == 1 and len(w) == 2 and len(data.indices) == len(out) \
                 and _is_var(data.indices[-1], reduce[0]) and _is_var(data.indices[-2], out[-2]) \
                 and any(_is_var(w[0], a) and _is_var(w[1], b) for a, b in ((out[-1], reduce[0]), (reduce[0], out[-1]))):
