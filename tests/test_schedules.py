@@ -113,12 +113,14 @@ CASES = {
                                        ("conv", {"k": 16, "group": 2})]),
     "padded-pools": ([1, 11, 30, 30], [("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
                                        ("Relu", {}),
-                                       ("MaxPool", {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}),
-                                       ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+                                       ("MaxPool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+                                       ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2],
+                                                        "pads": [1, 1, 1, 1]}),
                                        ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
                                                         "count_include_pad": 1})]),
-    "padded-max-pools": ([1, 11, 30, 30], [("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
-                                           ("MaxPool", {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]})]),
+    "padded-max-pools": ([1, 11, 30, 30], [("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2],
+                                                       "pads": [1, 1, 1, 1]}),
+                                           ("MaxPool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]})]),
     "pool-gemm-head": ([1, 37, 9, 9], [("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2]}),
                                        ("GlobalAveragePool", {}), ("gemm", {"n": 19}), ("Sigmoid", {})]),
     "gemm-batch": ([3, 50, 1, 1], [("gemm", {"n": 33}), ("Relu", {}), ("gemm", {"n": 16})]),
@@ -238,7 +240,8 @@ def test_pointwise_rule_takes_few_channel_1x1_convs(host):
 INT8_CASES = ["pointwise-expand-project-batch2", "pointwise-residual-and-fallbacks", "pointwise-14x14-padded-columns",
               "conv3x3-odd-channels", "conv-stride2-no-bias", "depthwise-mobilenet", "depthwise-stride2-odd-channels",
               "depthwise-prime-widths", "conv1x1-downsample-residual",
-              "grouped-conv", "pool-gemm-head", "padded-max-pools", "gemm-batch", "conv7x7-stem-maxpool", "conv-odd-widths-5x5",
+              "grouped-conv", "pool-gemm-head", "padded-max-pools", "gemm-batch", "conv7x7-stem-maxpool",
+              "conv-odd-widths-5x5",
               "conv-asymmetric-pad-dilated-batch2"]
 
 

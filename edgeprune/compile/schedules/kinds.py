@@ -1,10 +1,10 @@
 """Tell what a PrimFunc computes from its blocks' iteration structure, never from its name.
 
-The anchor is the one reduction block a fused function is built around; its store tells the kind:
-a multiply-accumulate over a 4-d output whose weight is read as W[f, r, r, r] is a convolution (over a
-3-d output, flat.py's convolution over padded rows), over a 2-d output a matmul; an accumulation without a product (sum, max) is pooling. No reduction at all is
-an elementwise tail. Integer kernels from the int8 lowering read their operands through widening
-casts (int32(x_int16) * int32(w_int8)); the casts are looked through. Only float32 and int32
+The anchor is the one reduction block a fused function is built around; its store tells the kind: a
+multiply-accumulate over a 4-d output whose weight is read as W[f, r, r, r] is a convolution (over a 3-d output,
+flat.py's convolution over padded rows), over a 2-d output a matmul; an accumulation without a product (sum, max) is
+pooling. No reduction at all is an elementwise tail. Integer kernels from the int8 lowering read their operands
+through widening casts (int32(x_int16) * int32(w_int8)); the casts are looked through. Only float32 and int32
 accumulators (32-bit lanes, what the tiles assume) get a kind other than 'other'.
 """
 from __future__ import annotations

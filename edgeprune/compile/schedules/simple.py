@@ -34,8 +34,8 @@ def schedule_matmul(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> No
 
 
 def schedule_pool(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
-    """Padded 2-d window pools go like depthwise convs: per channel a padded plane in L1, a vector of output
-    pixels per step, the window unrolled (resnet18's 3x3/2 max pool in the model: 0.44 -> 0.31 ms, onnxruntime 0.21 ms; TVM's
+    """Padded 2-d window pools go like depthwise convs: per channel a padded plane in L1, a vector of output pixels per
+    step, the window unrolled (resnet18's 3x3/2 max pool in the model: 0.44 -> 0.31 ms, onnxruntime 0.21 ms; TVM's
     loop nest padded the whole tensor first, with a branch per value). Other window reductions (global mean,
     unpadded pools) are memory-bound and LLVM vectorizes TVM's loop nest (measured: reordering the window loops
     outward was slower); batch and channels run in parallel."""
