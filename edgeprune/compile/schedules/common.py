@@ -125,7 +125,7 @@ def parallel_outer(sch: s_tir.Schedule, depth: int) -> None:
             sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
 
 
-def row_tile(width: int, lanes: int) -> tuple[bool, int]:
+def _row_tile(width: int, lanes: int) -> tuple[bool, int]:
     """(whole vectors?, pixels) of a per-channel window kernel's step along the output row (depthwise, pooling).
 
     One vector of pixels: with more, LLVM hoists the broadcast weights of every tap out of the row and spills.
@@ -138,7 +138,7 @@ def row_tile(width: int, lanes: int) -> tuple[bool, int]:
     return False, max(d for d in range(1, 4 * lanes + 1) if width % d == 0)
 
 
-def padded_plane(sch: s_tir.Schedule, pad: s_tir.schedule.SBlockRV, channel: s_tir.schedule.LoopRV, width: int,
+def _padded_plane(sch: s_tir.Schedule, pad: s_tir.schedule.SBlockRV, channel: s_tir.schedule.LoopRV, width: int,
                  window: int) -> None:
     """A padding stage made per channel into a plane that stays in L1: the padding value first, then the rows
     copied (one padded copy of the whole tensor, or a bounds check per tap, costs more than the window's
@@ -156,3 +156,29 @@ def padded_plane(sch: s_tir.Schedule, pad: s_tir.schedule.SBlockRV, channel: s_t
         for stage in (pad, fill):
             column, parity = sch.split(sch.get_loops(stage)[-1], [None, 2])
             sch.reorder(parity, column)
+
+
+def per_channel_rows(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, pads: list[s_tir.schedule.SBlockRV],
+                     lanes: int) -> None:
+    """The loop nest of the window kernels without a channel reduction (depthwise convs, pools): (n, c | y,
+    x/tile | window | tile), the accumulator one vector of output pixels stored with the epilogue as the tile
+    ends, each padding stage a plane per channel, the window unrolled."""
+    acc = sch.cache_write(block, 0, "local")
+    inline_epilogue(sch, acc)
+    n, c, y, x, *window = sch.get_loops(block)
+    width = int(sch.get(x).extent)
+    whole, tile = _row_tile(width, lanes)
+    xo, xi = sch.split(x, [None, tile])
+    sch.reorder(n, c, y, xo, *window, xi)
+    sch.reverse_compute_at(acc, xo)
+    for pad in pads:
+        _padded_plane(sch, pad, c, width, int(sch.get(window[-1]).extent))
+    if worth_parallel(sch, block):
+        sch.parallel(sch.fuse(n, c))
+    for loop in window[-2:]:
+        sch.unroll(loop)
+    if whole:
+        sch.vectorize(xi)
+    sch.decompose_reduction(block, window[0])
+    if whole:
+        sch.vectorize(sch.get_loops(acc)[-1])

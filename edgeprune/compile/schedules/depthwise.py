@@ -13,7 +13,7 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir
 
-from edgeprune.compile.schedules.common import inline_epilogue, padded_plane, row_tile, worth_parallel
+from edgeprune.compile.schedules.common import per_channel_rows
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 
@@ -28,22 +28,4 @@ def schedule_depthwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) ->
             sch.compute_inline(producer)
         else:
             pads.append(producer)
-    acc = sch.cache_write(block, 0, "local")
-    inline_epilogue(sch, acc)
-    n, c, y, x, rc, ry, rx = sch.get_loops(block)
-    width = int(sch.get(x).extent)
-    whole, tile = row_tile(width, machine.lanes)
-    xo, xi = sch.split(x, [None, tile])
-    sch.reorder(n, c, y, xo, rc, ry, rx, xi)
-    sch.reverse_compute_at(acc, xo)
-    for pad in pads:
-        padded_plane(sch, pad, c, width, int(sch.get(rx).extent))
-    if worth_parallel(sch, block):
-        sch.parallel(sch.fuse(n, c))
-    sch.unroll(ry)
-    sch.unroll(rx)
-    if whole:
-        sch.vectorize(xi)
-    sch.decompose_reduction(block, rc)
-    if whole:
-        sch.vectorize(sch.get_loops(acc)[-1])
+    per_channel_rows(sch, block, pads, machine.lanes)

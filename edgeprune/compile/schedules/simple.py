@@ -4,8 +4,8 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir
 
-from edgeprune.compile.schedules.common import (inline_epilogue, padded_plane, parallel_outer, parallel_vectorize,
-                                                prepack, read_index, row_tile, worth_parallel)
+from edgeprune.compile.schedules.common import (inline_epilogue, parallel_outer, parallel_vectorize,
+                                                per_channel_rows, prepack, read_index, worth_parallel)
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 
@@ -44,24 +44,7 @@ def schedule_pool(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None
     pads = [p for p in sch.get_producers(block) if not isinstance(sch.get(p).body.value, tvm.ir.TensorLoad)]
     if len(loops) != 6 or len(pads) != 1 or len(sch.get_producers(block)) != 1:
         return parallel_outer(sch, 2)
-    n, c, y, x, ry, rx = loops
-    width = int(sch.get(x).extent)
-    acc = sch.cache_write(block, 0, "local")
-    inline_epilogue(sch, acc)
-    whole, tile = row_tile(width, machine.lanes)
-    xo, xi = sch.split(x, [None, tile])
-    sch.reorder(n, c, y, xo, ry, rx, xi)
-    sch.reverse_compute_at(acc, xo)
-    padded_plane(sch, pads[0], c, width, int(sch.get(rx).extent))
-    if worth_parallel(sch, block):
-        sch.parallel(sch.fuse(n, c))
-    sch.unroll(ry)
-    sch.unroll(rx)
-    if whole:
-        sch.vectorize(xi)
-    sch.decompose_reduction(block, ry)
-    if whole:
-        sch.vectorize(sch.get_loops(acc)[-1])
+    per_channel_rows(sch, block, pads, machine.lanes)
 
 
 def schedule_elementwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
