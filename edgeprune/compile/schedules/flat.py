@@ -70,6 +70,8 @@ def _eligible(call: relax.Call, lanes: int) -> tuple[int, int, int] | None:
             or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW") \
             or str(attrs.out_dtype) not in ("None", "", "float32"):
         return None
+    if not all(isinstance(d, tirx.IntImm) for d in data.ty.shape):  # a symbolic size: nothing to lay out
+        return None
     _, _, height, width = (int(d) for d in data.ty.shape)
     return geometry(height, width, lanes)
 
