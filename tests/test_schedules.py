@@ -376,8 +376,9 @@ def test_int8_conv_inner_loop_instruction(target_name, vector_bits, instruction,
 
 @pytest.mark.parametrize("int8", [False, True])
 def test_pointwise_schedules_replay_as_traces(host, int8):
-    """Tuning stores our rules' schedules as traces (compile/tune.py): replayed on the kernel, the pointwise rule's
-    trace (flat pixels, rows, padded columns; int8 on its intrinsic) gives the very same function."""
+    """Tuning stores our rules' schedules as traces (compile/tune.py): replayed on the kernel, the pointwise and
+    flat rules' traces (flat pixels, rows, padded maps, flat 3x3 convs; int8 on its intrinsic) give the very same
+    function."""
     import tvm
     from tvm import s_tir
 
@@ -385,19 +386,21 @@ def test_pointwise_schedules_replay_as_traces(host, int8):
     from edgeprune.compile.tune import extract_tasks, rule_schedule
 
     names = ["pointwise-expand-project-batch2", "pointwise-14x14-padded-columns", "windows-pixels-in-lanes"]
+    if not int8:
+        names += ["flat-3x3-rows-batch2", "strided-1x1-copied-out", "pointwise-7x7-map-padded-wide-reduction"]
     machine = machine_for(host)
-    replayed = 0
+    replayed = []
     for name in names:
         model = _quantized(name)[0] if int8 else _chain(*CASES[name])
         for task, mod, _ in extract_tasks(import_onnx(model), host):
             sch = rule_schedule(mod, machine)
-            if sch is None or "conv2d" not in task:
+            if sch is None or "conv" not in task:
                 continue
             again = s_tir.Schedule(mod)
             sch.trace.apply_to_schedule(again, remove_postproc=False)
             tvm.ir.assert_structural_equal(again.mod, sch.mod)
-            replayed += 1
-    assert replayed >= 4
+            replayed.append(task)
+    assert len(replayed) >= 4 and (int8 or any("flat_conv" in task for task in replayed)), replayed
 
 
 def test_small_reductions_with_windows_put_pixels_in_the_lanes(host):
