@@ -30,7 +30,7 @@ from edgeprune.tomlcheck import check_table
 
 FOLDER = "tuning"  # in the bundle
 FILES = ("database_workload.json", "database_tuning_record.json")
-TUNED_KINDS = ("conv2d", "depthwise", "matmul", "pool")
+TUNED_KINDS = ("conv2d", "flat_conv", "depthwise", "matmul", "pool")
 TRIALS_PER_TASK = 64  # the default budget when neither trials nor seconds are given
 # A builder worker re-imports TVM (seconds) before it compiles; under load 30 s (TVM's default) is not enough.
 BUILD_TIMEOUT_S = 300
