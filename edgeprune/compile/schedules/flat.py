@@ -47,7 +47,7 @@ def _flat_conv(data: te.Tensor, weight: te.Tensor, stride: int, outputs: int, ro
     n, c, h, w = (int(d) for d in data.shape)
     k = int(weight.shape[0])
     plane = te.compute((n, c, rows, stride), lambda b, ch, y, x: tirx.if_then_else(
-        tvm.tirx.all(y >= 1, y <= h, x >= 1, x <= w), data[b, ch, y - 1, x - 1], tirx.const(0, data.dtype)),
+        tirx.all(y >= 1, y <= h, x >= 1, x <= w), data[b, ch, y - 1, x - 1], tirx.const(0, data.dtype)),
         name="plane")
     rc, ry, rx = te.reduce_axis((0, c), "rc"), te.reduce_axis((0, 3), "ry"), te.reduce_axis((0, 3), "rx")
 
