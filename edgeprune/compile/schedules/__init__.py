@@ -18,7 +18,7 @@ from edgeprune.compile.schedules.depthwise import schedule_depthwise
 from edgeprune.compile.schedules.flat import flat_convs, schedule_flat_conv
 from edgeprune.compile.schedules.kinds import Anchor, classify
 from edgeprune.compile.schedules.machine import Machine, machine_for
-from edgeprune.compile.schedules.padding import pad_conv_channels, pad_pointwise_columns
+from edgeprune.compile.schedules.padding import pad_conv_channels, pad_pointwise_pixels
 from edgeprune.compile.schedules.requant import float64_requant
 from edgeprune.compile.schedules.simple import schedule_elementwise, schedule_matmul, schedule_pool
 from edgeprune.targets import Target
@@ -63,7 +63,7 @@ def prepare_passes(target: Target) -> list[tvm.transform.Pass]:
         *stages.library_dispatch_passes(tvm_target),
         *([float64_requant()] if machine.float64 else []),
         *([flat_convs(machine.lanes)] if (machine.registers, machine.lanes) == (16, 8) else []),  # AVX2
-        pad_pointwise_columns(machine.lanes, pairs=machine.pair_dot is not None),
+        pad_pointwise_pixels(machine.lanes, pairs=machine.pair_dot is not None),
         pad_conv_channels(machine.lanes, pairs=machine.pair_dot is not None),
         *stages.legalize_passes(tvm_target),
         relax.transform.AttachAttrLayoutFreeBuffers(),

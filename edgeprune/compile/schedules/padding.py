@@ -11,8 +11,8 @@ an odd channel count (an RGB stem, a pruned layer) gets one zero input channel a
 channel, which FuseOps also keeps inside the conv's function.
 
 A conv that pointwise.py's rule takes needs whole vectors of pixels. A 1x1 conv's pixels are one flat axis,
-so its map gets zero columns and rows until it holds whole pairs of vectors: 14x14 -> 14x16, 28x28 -> 28x32,
-7x7 -> 8x8 (31% more work, yet 576->160 at 7x7 went 1.60x -> 1.09x onnxruntime, 320->1280 1.89x -> 1.21x:
+so its map gets zero columns and rows until it holds whole pairs of vectors: 14x14 -> 14x16, 7x7 -> 8x8
+(31% more work, yet 576->160 at 7x7 went 1.60x -> 1.09x onnxruntime, 320->1280 1.89x -> 1.21x:
 the channel-lane rule's 1x7 tiles ran at 47 GFLOP/s). A conv with a window gets zero columns, up to whole
 vectors per row. What the padding computes is sliced off the same way.
 """
@@ -72,8 +72,9 @@ def pad_conv_channels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
     return run
 
 
-def pad_pointwise_columns(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
-    """The pass: convs that pointwise.py's rule takes but for pixels that are not whole vectors get zero pixels
+def pad_pointwise_pixels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
+    """The pass: strided float 1x1 convs of MIN_STRIDED_MACS or more get their pixels copied out first, so that
+    pointwise.py's rule takes them; convs that it takes but for pixels that are not whole vectors get zero pixels
     on the right and at the bottom: float 1x1 convs (`pairs`: int16 x int8 ones too, the pair intrinsic's
     pointwise form) as map_padding says; float convs with a window, stride 1 or 2, at most MAX_REDUCTION
     multiply-adds per output, zero columns up to a multiple of `lanes` when that adds at most
@@ -118,7 +119,7 @@ def pad_pointwise_columns(lanes: int, pairs: bool = False) -> tvm.transform.Pass
         return relax.op.strided_slice(conv, axes=[2, 3], begin=[0, 0], end=[height, width]) if rows or columns \
             else conv
 
-    @relax.transform.function_pass(opt_level=0, name="edgeprune.PadPointwiseColumns")
+    @relax.transform.function_pass(opt_level=0, name="edgeprune.PadPointwisePixels")
     def run(func: relax.Function, _mod, _ctx) -> relax.Function:
         return rewrite_call(pattern, rewrite, func)
 

@@ -8,16 +8,16 @@ Here out[k, p:p+lanes] += w[k, c] * x[c, p:p+lanes] over the flattened pixels p 
 vectors straight from its NCHW planes, one weight is broadcast per output channel, and each accumulator is stored
 (epilogue included) as one vector. Pixels go in blocks whose input channels fit in L1 and every block is finished
 for all output channels before the next, so the input is read from memory once and the output is written as a few
-sequential streams. Wide reductions too: a block of 16 pixels over 576 input channels still fits, and each tile then
-streams its weights from L2 like a GEMM's packed panel (1x1 384->96 at 14x14 1.78x -> 0.96x onnxruntime, 256->512
-2.11x -> 1.09x, 512->128 at 28x28 1.17x -> 0.87x, measured one layer at a time). The flat axis matters at 56x56 too:
-by rows of 56 (7 vectors) the tiles were 12 channels x 1 vector, which LLVM spilled (96->24: 1.13x -> 0.69x
-onnxruntime). int8 convs (int16 data x int8 weights after the integer lowering) take the same loops on x86 with the
-pair instruction turned around: a vector of pixels' channel pairs times one broadcast weight pair (16->96 at
-112x112: 2.1x -> 0.86x onnxruntime's int8, measured under load), the requantization applied to a vector of pixels of
-one channel; they stay with at most MAX_REDUCTION inputs (384->96 ran 1.40x -> 1.74x onnxruntime's int8 as pixels in
-the lanes). Float convs with a window and at most MAX_REDUCTION multiply-adds per output (a 3->32 3x3 stem, 27) go
-the same way over rows of whole vectors, at stride 2 through a copy of the data with even and odd columns apart
+sequential streams. Wide reductions too: a block is then one tile of 16-24 pixels, whose input channels (36 KiB at
+576) and weights stream from L2 like a GEMM's packed panels (1x1 384->96 at 14x14 1.78x -> 0.96x onnxruntime,
+256->512 2.11x -> 1.09x, 512->128 at 28x28 1.17x -> 0.87x, measured one layer at a time). The flat axis matters at
+56x56 too: by rows of 56 (7 vectors) the tiles were 12 channels x 1 vector, which LLVM spilled (96->24: 1.13x ->
+0.69x onnxruntime). int8 convs (int16 data x int8 weights after the integer lowering) take the same loops on x86
+with the pair instruction turned around: a vector of pixels' channel pairs times one broadcast weight pair (16->96
+at 112x112: 2.1x -> 0.86x onnxruntime's int8, measured under load), the requantization applied to a vector of pixels
+of one channel; they stay with at most MAX_REDUCTION inputs (384->96 ran 1.40x -> 1.74x onnxruntime's int8 as pixels
+in the lanes). Float convs with a window and at most MAX_REDUCTION multiply-adds per output (a 3->32 3x3 stem, 27)
+go the same way over rows of whole vectors, at stride 2 through a copy of the data with even and odd columns apart
 (mobilenet_v2's stem 1.97x -> 0.88x onnxruntime, resnet18's 7x7 stem 1.32x -> 0.99x, under load).
 """
 from __future__ import annotations
