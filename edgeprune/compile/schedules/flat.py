@@ -8,8 +8,9 @@ one broadcast weight), but a 3x3 window over rows of 56 pixels breaks a vector a
 flat, with each padded row W + 2 long, the window is a shift: out[k, q] = sum w[k, c, i, j] *
 x[c, q + i*(W + 2) + j] for q = y*(W + 2) + x, and vectors of q can run across row ends. The two extra
 outputs per row (and the rounding of H*(W + 2) up to whole tiles) are computed from neighbouring pixels
-and sliced off; that waste decides the tile (TILES; measured one layer at a time: 64->64 at 56x56 2.97 ->
-2.49 ms and 128->128 at 28x28 2.83 -> 2.53 ms with 4x3 tiles; at 14x14 their rounding wasted 22% and lost).
+and sliced off; that waste limits the rewrite to rows of MIN_WIDTH or more (measured, one layer at a
+time: 64->64 at 56x56 2.97 -> 2.49 ms, 128->128 at 28x28 2.83 -> 2.53 ms; at 14x14 the tile
+rounding wasted 22% and it lost).
 
 The rewrite (`flat_convs`) runs on Relax before legalization: the conv becomes a TE function of ours
 (zero padding written into the flat plane, then the conv) and slices that drop the extra outputs; the
@@ -25,25 +26,21 @@ from edgeprune.compile.schedules.common import prepack, read_index, worth_parall
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 
-CHANNELS = 4  # output channels per tile
-# (pixel vectors per tile, the most outputs computed beyond H*W for it): 4x3 tiles (12 accumulators + 3 data
-# vectors + 1 broadcast = 16 registers) where rounding to them wastes little (56 -> 4%, 28 -> 7%); else 4x2
-# tiles, whose 8 accumulators still beat conv.py's 1x7 on 7x7 maps (512->512: 3.40 -> 3.12 ms, 31% wasted)
-# and tie with its 1x14 on 14x14 ones (256->256: 2.86 vs 2.88 ms; 32->32: 0.051 -> 0.046 ms)
-TILES = ((3, 0.10), (2, 0.35))
+TILE = (4, 3)  # output channels x pixel vectors: 12 accumulators + 3 data vectors + 1 broadcast = 16 registers
+MIN_WIDTH = 28
+MAX_WASTE = 0.10  # computed outputs beyond H*W: 56 -> 4%, 28 -> 7%
 OPAQUE = 8  # relax's OpPatternKind kOpaque: FuseOps leaves the function alone
 
 
-def geometry(height: int, width: int, lanes: int) -> tuple[int, int, int, int] | None:
-    """(row stride, computed outputs, rows of the padded plane, pixel vectors per tile) of the flat form, or None
-    when every tile wastes too much."""
+def geometry(height: int, width: int, lanes: int) -> tuple[int, int, int] | None:
+    """(row stride, computed outputs, rows of the padded plane) of the flat form, or None when it wastes too much."""
     stride = width + 2
-    for vectors, waste in TILES:
-        step = vectors * lanes
-        outputs = -(-height * stride // step) * step
-        if outputs <= (1 + waste) * height * width:
-            return stride, outputs, -(-(outputs + 2 * stride + 2) // stride), vectors  # rows the last window reaches
-    return None
+    step = TILE[1] * lanes
+    outputs = -(-height * stride // step) * step
+    rows = -(-(outputs + 2 * stride + 2) // stride)  # the last tile's window reaches this far
+    if width < MIN_WIDTH or outputs > (1 + MAX_WASTE) * height * width:
+        return None
+    return stride, outputs, rows
 
 
 def _flat_conv(data: te.Tensor, weight: te.Tensor, stride: int, outputs: int, rows: int) -> te.Tensor:
@@ -68,7 +65,7 @@ def _eligible(call: relax.Call, lanes: int) -> tuple[int, int, int] | None:
     attrs, data = call.attrs, call.args[0]
     w = call.args[1].value.numpy()
     if (str(data.ty.dtype), str(w.dtype)) != ("float32", "float32") or tuple(w.shape[2:]) != (3, 3) \
-            or w.shape[0] % CHANNELS or attrs.groups != 1 or [int(v) for v in attrs.strides] != [1, 1] \
+            or w.shape[0] % TILE[0] or attrs.groups != 1 or [int(v) for v in attrs.strides] != [1, 1] \
             or [int(v) for v in attrs.dilation] != [1, 1] or [int(v) for v in attrs.padding] != [1, 1, 1, 1] \
             or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW") \
             or str(attrs.out_dtype) not in ("None", "", "float32"):
@@ -89,7 +86,7 @@ def flat_convs(lanes: int) -> tvm.transform.Pass:
             shape = _eligible(call, lanes)
             if shape is None:
                 return call
-            stride, outputs, rows, _ = shape
+            stride, outputs, rows = shape
             n, k, height, width = (int(d) for d in call.ty.shape)
             flat = self.builder_.call_te(_flat_conv, call.args[0], call.args[1], stride, outputs, rows,
                                          primfunc_name_hint="flat_conv2d", primfunc_attrs={"op_pattern": OPAQUE})
@@ -110,14 +107,13 @@ def flat_convs(lanes: int) -> tvm.transform.Pass:
 
 def schedule_flat_conv(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
     """The plane is written flat ([N, C, rows * (W + 2)], zeros and all, in parallel); weights repacked to
-    [K/4, C, 3, 3, 4] at compile time; tiles of 4 channels x 3 (or 2) vectors of q keep their accumulators in
+    [K/4, C, 3, 3, 4] at compile time; tiles of 4 channels x 3 vectors of q keep their accumulators in
     registers over the whole reduction and are stored as vectors."""
     block = anchor.block
     lanes = machine.lanes
-    kt = CHANNELS
+    kt, pv = TILE
     plane = sch.get_producers(block)[0]
-    height, width = (int(d) for d in sch.get(plane).reads[0].source.shape[2:])
-    stride, _, _, pv = geometry(height, width, lanes)
+    stride = int(sch.get(plane).writes[0].source.shape[-1])
     sch.transform_layout(plane, ("write", 0), lambda b, ch, y, x: (b, ch, y * stride + x))
     b, ch = sch.get_loops(plane)[:2]
     if worth_parallel(sch, plane):
