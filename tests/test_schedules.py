@@ -62,6 +62,16 @@ def _chain(shape: list[int], layers: list[tuple[str, dict]], seed: int = 0) -> o
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _prepared(target, model: onnx.ModelProto):
+    """The model as the rules see it: legalized, fused PrimFuncs, before any schedule."""
+    import tvm
+
+    from edgeprune.compile.schedules import prepare_passes
+
+    with target.tvm_target():
+        return tvm.transform.Sequential(prepare_passes(target))(import_onnx(model))
+
+
 CASES = {
     "conv3x3-odd-channels": ([1, 13, 17, 17], [("conv", {"k": 21, "act": "Relu"}), ("conv", {"k": 21, "act": "Relu"}),
                                                 ("residual", {"step": 0})]),
@@ -179,22 +189,20 @@ def test_rules_fire(host, monkeypatch):
             assert "T.vectorized" in text and "meta_schedule.layout_rewrite_preproc" in text, gvar.name_hint
 
 
-def test_pointwise_rule_takes_few_channel_1x1_convs(host):
+def test_pointwise_rule_takes_1x1_convs(host):
     """Float 1x1 stride-1 convs with whole vectors of pixels put pixels in the lanes, whatever their input count
     (their weights repacked to [K/kt, 1, 1, C, kt] for kt output channels per tile, not to vectors of channels);
     strided ones keep the channel-lane rule. 14x14 maps get two zero columns first, 7x7 ones a row and a column."""
     import re
 
-    import tvm
-    from tvm import relax, s_tir, tirx
+    from tvm import s_tir, tirx
 
-    from edgeprune.compile.schedules import classify, machine_for, prepare_passes, schedule_module
+    from edgeprune.compile.schedules import classify, machine_for, schedule_module
     from edgeprune.compile.schedules.pointwise import _tile, applies
 
     shape, layers = CASES["pointwise-residual-and-fallbacks"]
     model = _chain(shape, [*layers, ("conv", {"k": 16, "ks": 1, "pad": 0})])
-    with host.tvm_target():
-        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
+    mod = _prepared(host, model)
     machine = machine_for(host)
     taken = {}
     for gvar, func in mod.functions.items():
@@ -213,21 +221,18 @@ def test_pointwise_rule_takes_few_channel_1x1_convs(host):
         assert kt != machine.lanes or not pointwise, packed  # tiles of the rule's own, not vectors of channels
 
     model = _chain([1, 32, 14, 14], [("conv", {"k": 64, "ks": 1, "pad": 0})])
-    with host.tvm_target():
-        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
+    mod = _prepared(host, model)
     text = next(f.script() for f in mod.functions.values() if isinstance(f, tirx.PrimFunc))
     assert "T.int64(14), T.int64(16)" in text and "T_strided_slice" in text  # padded columns, sliced off
 
     model = _chain([1, 32, 7, 7], [("conv", {"k": 64, "ks": 1, "pad": 0})])
-    with host.tvm_target():
-        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
+    mod = _prepared(host, model)
     text = next(f.script() for f in mod.functions.values() if isinstance(f, tirx.PrimFunc))
     assert "T.int64(8), T.int64(8)" in text and "T_strided_slice" in text  # a padded map: 64 pixels, not 49
 
     # a big strided 1x1 conv: its pixels copied out by a slice of their own, then a stride-1 conv this rule takes
     model = _chain(*CASES["strided-1x1-copied-out"])
-    with host.tvm_target():
-        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
+    mod = _prepared(host, model)
     convs = [s_tir.Schedule(f) for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)]
     convs = [(sch, anchor) for sch in convs if (anchor := classify(sch)).kind == "conv2d"]
     assert all(applies(sch, anchor, machine) for sch, anchor in convs) and len(convs) == 2
@@ -280,16 +285,14 @@ def test_int8_rules_fire(host):
     """int16 x int8 -> int32 convs, depthwise convs and dense layers are classified like their float twins and get
     vector tiles (convs and dense layers over int8 weights repacked at compile time); the requantization folds into
     the tile's store, in float64 on x86-64 and AArch64 (requant.py)."""
-    import tvm
     from tvm import s_tir
 
-    from edgeprune.compile.schedules import classify, machine_for, prepare_passes, schedule_module
+    from edgeprune.compile.schedules import classify, machine_for, schedule_module
 
     machine = machine_for(host)
     for case, want in (("conv3x3-even", ["conv2d", "conv2d"]), ("pool-gemm-head", ["matmul"]),
                        ("depthwise-stride2-odd-channels", ["depthwise", "depthwise"])):
-        with host.tvm_target():
-            mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(_quantized(case)[0]))
+        mod = _prepared(host, _quantized(case)[0])
         integer = {g: f for g, f in mod.functions.items() if "round" in g.name_hint or "right_shift" in g.name_hint}
         assert sorted(classify(s_tir.Schedule(f)).kind for f in integer.values()) == want, case
         scheduled = schedule_module(mod, machine)
@@ -308,9 +311,7 @@ def test_int8_rules_fire(host):
 def test_int8_pointwise_puts_pixels_in_the_lanes(host):
     """int16 x int8 1x1 convs that pointwise.py takes run the pair instruction with a weight pair broadcast and
     pixels' channel pairs in the lanes; the 3x3 conv keeps the data pair broadcast."""
-    import tvm
-
-    from edgeprune.compile.schedules import machine_for, prepare_passes, schedule_module
+    from edgeprune.compile.schedules import machine_for, schedule_module
 
     machine = machine_for(host)
     if machine.pair_dot is None:
@@ -321,8 +322,7 @@ def test_int8_pointwise_puts_pixels_in_the_lanes(host):
     from edgeprune.quant.quantize import quantize
 
     model = quantize(canonicalize(model), [{"x": rng.standard_normal((1, 16, 8, 8)).astype(np.float32)}] * 2)
-    with host.tvm_target():
-        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
+    mod = _prepared(host, model)
     scheduled = schedule_module(mod, machine)
     texts = {g.name_hint: scheduled[g].script() for g in mod.functions if "conv2d" in g.name_hint}
     pixel_pair = {name: 'T.Cast("int16x2"' in text for name, text in texts.items()}  # the broadcast weight pair
@@ -407,18 +407,16 @@ def test_small_reductions_with_windows_put_pixels_in_the_lanes(host):
     """3x3 and 5x5 float convs at stride 1 or 2 with at most MAX_REDUCTION multiply-adds per output take the
     pointwise rule over rows (stride 2 through a copy with even and odd columns apart); a dilated or grouped
     conv, or a 3x3 over 64 channels, does not."""
-    import tvm
     from tvm import s_tir, tirx
 
-    from edgeprune.compile.schedules import classify, machine_for, prepare_passes
+    from edgeprune.compile.schedules import classify, machine_for
     from edgeprune.compile.schedules.pointwise import applies
 
     machine = machine_for(host)
     layers = [("conv", {"k": 16, "stride": 2}), ("conv", {"k": 8, "pad": 2, "dilation": 2}),
               ("conv", {"k": 16, "group": 2}), ("conv", {"k": 8}), ("conv", {"k": 64, "ks": 5, "pad": 2}),
               ("conv", {"k": 8})]
-    with host.tvm_target():
-        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(_chain([1, 3, 32, 32], layers)))
+    mod = _prepared(host, _chain([1, 3, 32, 32], layers))
     taken = [applies(sch, anchor, machine) for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)
              for sch in [s_tir.Schedule(f)] if (anchor := classify(sch)).kind == "conv2d"]
     assert sorted(taken) == [False, False, False, False, True, True], taken  # 3->16 stride 2, 16->8
@@ -439,15 +437,13 @@ def test_flat_rule_takes_wide_3x3_convs(host):
     """Float 3x3 stride-1 convs over rows of 28 or more become flat convs over padded rows (their own kind, the
     padding written into a flat plane, weights repacked for 4 output channels per tile); 14-wide maps, stride 2
     and channel counts that are not whole tiles keep the conv rule."""
-    import tvm
     from tvm import s_tir, tirx
 
-    from edgeprune.compile.schedules import classify, machine_for, prepare_passes, schedule_module
+    from edgeprune.compile.schedules import classify, machine_for, schedule_module
 
     model = _chain([1, 8, 28, 28], [("conv", {"k": 16, "act": "Relu"}), ("conv", {"k": 18}),
                                     ("conv", {"k": 16, "stride": 2}), ("conv", {"k": 16})])
-    with host.tvm_target():
-        mod = tvm.transform.Sequential(prepare_passes(host))(import_onnx(model))
+    mod = _prepared(host, model)
     kinds = {g: classify(s_tir.Schedule(f)).kind for g, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
     assert sorted(kinds.values()).count("flat_conv") == 1 and list(kinds.values()).count("conv2d") == 3, kinds
     flat = next(g for g, kind in kinds.items() if kind == "flat_conv")

@@ -108,8 +108,6 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM's thread pool starts
 
-    import onnx
-
     from edgeprune.graph import random_inputs
     from edgeprune.passes import make_pass
     from edgeprune.pipeline import transform_model
@@ -117,8 +115,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     model, _ = transform_model(args.model, [make_pass("fold-batchnorm")], work / "model.onnx", force=True)
     feeds = random_inputs(model, seed=0)
-    ort_ms, nodes = onnxruntime_nodes(onnx.load(work / "model.onnx").SerializeToString(), feeds, args.threads,
-                                      args.runs)
+    ort_ms, nodes = onnxruntime_nodes(model.SerializeToString(), feeds, args.threads, args.runs)
     ep_ms, kernels = edgeprune_kernels(model, feeds, args.runs)
     ours = [(n, ms) for n, ms in kernels if any(k in n for k in ("conv", "matmul"))]
     theirs = [(n, op, ms) for n, op, ms in nodes if any(k in op for k in ("Conv", "Gemm", "MatMul"))]

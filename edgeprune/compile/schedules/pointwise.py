@@ -137,10 +137,9 @@ def schedule_pointwise(sch: s_tir.Schedule, anchor: Anchor, machine: Machine, pa
     _, k, y, x, _, ry, rx = sch.get(block).iter_vars
     height, width = int(y.dom.extent), int(x.dom.extent)
     rows = int(ry.dom.extent) * int(rx.dom.extent) > 1  # 1x1 convs: the flat pixel axis
-    func = sch.mod["main"]
-    sliced = [int(d) for d in func.params[-1].shape[2:]] != [height, width]  # padding.py's extra pixels
+    padded_map = [int(d) for d in sch.mod["main"].params[-1].shape[2:]] != [height, width]  # padding.py's pixels
     kt, pv = _tile(int(k.dom.extent), width if rows else height * width, lanes, machine.registers,
-                   width if sliced and not rows else 0)
+                   width if padded_map and not rows else 0)
     weight = read_index(sch, block, anchor.weight)
     if _stride(sch.get(block), sch.get(block).reads[1 - weight].source) == 2:
         # even and odd columns apart in a copy of the (padded) data: a stride-2 row of pixels is one vector load
