@@ -119,6 +119,13 @@ CASES = {
     "windows-pixels-in-lanes": ([1, 3, 34, 32], [("conv", {"k": 16, "stride": 2, "act": "Clip"}),
                                                  ("conv", {"k": 8, "act": "Relu"}),
                                                  ("conv", {"k": 12, "ks": 5, "pad": 2, "stride": 2})]),
+    "pixel-runs-7x7-residual-batch2": ([2, 64, 7, 7], [("conv", {"k": 64, "act": "Relu"}), ("conv", {"k": 64}),
+                                                       ("residual", {"step": 0})]),
+    "pixel-runs-strided-padded-filters-5x5": ([1, 32, 15, 15], [("conv", {"k": 40, "stride": 2, "pads": [0, 1, 1, 0],
+                                                                          "act": "Clip"}),
+                                                                ("conv", {"k": 48, "ks": 5, "pad": 2})]),
+    "blocked-channels-grouped": ([1, 32, 12, 12], [("conv", {"k": 64, "act": "Relu"}), ("conv", {"k": 64, "group": 2}),
+                                                   ("conv", {"k": 16, "group": 4, "act": "Relu"})]),
     "grouped-conv": ([1, 12, 10, 10], [("conv", {"k": 18, "group": 3, "act": "Relu"}),
                                        ("conv", {"k": 16, "group": 2})]),
     "padded-pools": ([1, 11, 30, 30], [("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
@@ -450,3 +457,44 @@ def test_flat_rule_takes_wide_3x3_convs(host):
     text = schedule_module(mod, machine_for(host))[flat].script()
     assert "T.int64(4), T.int64(8), T.int64(3), T.int64(3), T.int64(4)" in text  # [K/4, C, 3, 3, 4]
     assert "T.int64(30 * 31)" in text or "T.int64(930)" in text  # the plane: rows of 30, flat
+
+
+def test_pixel_runs_take_rows_without_wide_tiles():
+    """Convs whose rows allow no 12-accumulator tile run over runs of 6 or 5 pixels (5 where 6 rounds up more:
+    7x7 -> 50, not 54), with zero filters up to whole pairs of vectors when that adds at most a fifth."""
+    from edgeprune.compile.schedules import machine_for
+    from edgeprune.compile.schedules.pixel_runs import _run
+
+    machine = machine_for(load_target("host"))
+    assert _run(512, 7, 7, machine) == (5, 512)
+    assert _run(256, 14, 14, machine) == (6, 256)
+    assert _run(128, 28, 28, machine) == (6, 128)  # rows of 28: 2x4 tiles, 8 chains
+    assert _run(40, 14, 14, machine) == (6, 48)
+    assert _run(64, 12, 12, machine) is None  # 2x6 tiles in its rows
+    assert _run(24, 7, 7, machine) is None  # 24 -> 32 filters: a third more
+
+
+def test_pixel_runs_rewrite(host):
+    """The pass leaves 1x1 convs, short reductions (pointwise.py's) and rows with wide tiles alone; the runs are
+    convs to the classifier, tiled 2 x RUN over channels blocked in lines, and their bias and activation run
+    after the slice."""
+    from tvm import s_tir, tirx
+
+    from edgeprune.compile.schedules import classify, machine_for, schedule_module
+
+    model = _chain([1, 16, 20, 20], [("conv", {"k": 32}), ("conv", {"k": 64, "act": "Relu"}),
+                                     ("conv", {"k": 64, "ks": 1, "pad": 0}), ("conv", {"k": 64, "stride": 2})])
+    mod = _prepared(host, model)
+    runs = {g: f for g, f in mod.functions.items() if "conv2d_runs" in g.name_hint}
+    assert len(runs) == 2, [g.name_hint for g in mod.functions]  # 32->64 at 20x20; 64->64 at stride 2 (10x10)
+    outputs = sorted(tuple(int(d) for d in f.params[-1].shape) for f in runs.values())
+    assert outputs == [(1, 64, 17, 6), (1, 64, 67, 6)], outputs  # 100 and 400 pixels in runs of 6
+    scheduled = schedule_module(mod, machine_for(host))
+    for gvar, func in runs.items():
+        assert classify(s_tir.Schedule(func)).kind == "conv2d"
+        text = scheduled[gvar].script()
+        assert "T.sblock_alloc_buffer((T.int64(1), T.int64(" in text and "T.int64(8)))" in text  # [N, C/8, H, W, 8]
+        assert "T.vectorized(T.int64(8))" in text and 'scope="local"' in text
+        assert "T.max(" not in text  # the relu is not in the runs' kernel
+    fused = [g.name_hint for g in mod.functions if "relu" in g.name_hint]
+    assert fused and all("conv" not in name for name in fused), fused

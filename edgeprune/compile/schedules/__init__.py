@@ -18,6 +18,7 @@ from edgeprune.compile.schedules.depthwise import schedule_depthwise
 from edgeprune.compile.schedules.flat import flat_convs, schedule_flat_conv
 from edgeprune.compile.schedules.kinds import Anchor, classify
 from edgeprune.compile.schedules.machine import Machine, machine_for
+from edgeprune.compile.schedules.pixel_runs import pixel_runs
 from edgeprune.compile.schedules.padding import pad_conv_channels, pad_pointwise_pixels
 from edgeprune.compile.schedules.requant import float64_requant
 from edgeprune.compile.schedules.simple import schedule_elementwise, schedule_matmul, schedule_pool
@@ -65,6 +66,8 @@ def prepare_passes(target: Target) -> list[tvm.transform.Pass]:
         *([flat_convs(machine.lanes)] if (machine.registers, machine.lanes) == (16, 8) else []),  # AVX2
         pad_pointwise_pixels(machine.lanes, pairs=machine.pair_dot is not None),
         pad_conv_channels(machine.lanes, pairs=machine.pair_dot is not None),
+        # after the channel padding, so that pruned convs' channels are whole vectors; AVX2 as flat_convs is
+        *([pixel_runs(machine)] if (machine.registers, machine.lanes) == (16, 8) else []),
         *stages.legalize_passes(tvm_target),
         relax.transform.AttachAttrLayoutFreeBuffers(),
     ]

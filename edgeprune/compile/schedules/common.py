@@ -1,4 +1,4 @@
-"""Schedule steps more than one rule takes."""
+"""Schedule steps more than one rule takes, and the check the Relax rewrites share."""
 from __future__ import annotations
 
 import tvm
@@ -9,6 +9,12 @@ PREPACK = "meta_schedule.layout_rewrite_preproc"  # the mark relax.transform.Spl
 # region ends in a barrier, which costs microseconds on an idle machine and milliseconds when another
 # process holds a core (measured: tinycnn took 15 ms on 2 threads vs 0.24 ms on 1, with a busy core).
 PARALLEL_MIN_WORK = 1 << 22
+
+
+def plain_conv(attrs) -> bool:
+    """Whether a Relax conv2d is the kind every rewrite here assumes: one group, no dilation, NCHW and OIHW."""
+    return attrs.groups == 1 and all(int(v) == 1 for v in attrs.dilation) \
+        and (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) == ("NCHW", "OIHW", "NCHW")
 
 
 def worth_parallel(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:

@@ -11,6 +11,7 @@ their own (depthwise.py).
 """
 from __future__ import annotations
 
+import tvm
 from tvm import s_tir
 
 from edgeprune.compile.schedules.common import (inline_epilogue, inline_producers, parallel_vectorize, prepack,
@@ -123,6 +124,35 @@ def schedule_conv2d_pairs(sch: s_tir.Schedule, anchor: Anchor, machine: Machine)
         sch.vectorize(inner)
 
 
+def _blocked_plane(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, data: int, lanes: int) -> bool:
+    """Make the padded copy of a float conv's data with its channels blocked, [N, C/lanes, H, W, lanes], so that
+    the broadcasts of consecutive input channels read one cache line (in NCHW each is a plane away, and the
+    planes a tile reads outgrow L1: measured 256->256 at 14x14 2.70 -> 2.45 ms, 1.11x -> 1.01x onnxruntime).
+    The zeros are written in order, then the rows as vectors. False (nothing done) when the data has no
+    padding stage of its own (the copy would cost a kernel's worth of traffic) or its channels, or a group's,
+    are not whole vectors."""
+    pads = [p for p in sch.get_producers(block) if isinstance(value := sch.get(p).body.value, tvm.ir.Call)
+            and value.op.same_as(tvm.ir.Op.get("prim.if_then_else"))]
+    if len(pads) != 1 or len(sch.get_producers(block)) != 1 or int(sch.get(block).reads[data].source.shape[1]) % lanes \
+            or int(sch.get(block).iter_vars[4].dom.extent) % lanes:  # a group's channels: whole lines too
+        return False
+    sch.transform_layout(block, ("read", data), lambda n, c, y, x: (n, c // lanes, y, x, c % lanes))
+    n, c, y, x = sch.get_loops(pads[0])
+    outer, inner = sch.split(c, [None, lanes])
+    sch.reorder(n, outer, y, inner, x)  # rows read as vectors, stored a lane apart
+    if worth_parallel(sch, pads[0]):
+        outer = sch.fuse(n, outer)
+        sch.parallel(outer)
+    zeros = sch.decompose_padding(pads[0], outer)
+    *_, inner, x = sch.get_loops(zeros)
+    sch.reorder(x, inner)
+    sch.vectorize(inner)
+    row = sch.get_loops(pads[0])[-1]
+    if int(sch.get(row).extent) % lanes == 0:
+        sch.vectorize(sch.split(row, [None, lanes])[1])
+    return True
+
+
 def schedule_conv2d(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:
     """Dense and grouped convs, any kernel, stride and padding; the epilogue is applied as the tile is stored."""
     pairs = _pairs(sch, anchor, machine)
@@ -133,21 +163,26 @@ def schedule_conv2d(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> No
     block = anchor.block
     lanes = machine.lanes
     out_channels = int(sch.get(block).iter_vars[1].dom.extent)
-    inline_producers(sch, block, lanes)
-    if not prepack(sch, block, read_index(sch, block, anchor.weight),
-                   lambda k, c, y, x: (k // lanes, y, x, c, k % lanes), pad=out_channels % lanes != 0):
+    integer = str(sch.get(block).body.value.ty) == "int32"
+    weight = read_index(sch, block, anchor.weight)
+    blocked = not integer and _blocked_plane(sch, block, 1 - weight, lanes)
+    if not blocked:
+        inline_producers(sch, block, lanes)
+    if not prepack(sch, block, weight, lambda k, c, y, x: (k // lanes, y, x, c, k % lanes),
+                   pad=out_channels % lanes != 0):
         return
     acc = sch.cache_write(block, 0, "local")
     sliced = inline_epilogue(sch, acc)
     n, k, y, x, rc, ry, rx = sch.get_loops(block)
-    integer = str(sch.get(block).body.value.ty) == "int32"
     vecs, pixels = _register_tile(out_channels, int(sch.get(x).extent), lanes, machine.registers, integer)
     po, pi = sch.split(x, [None, pixels])
     ko, kv, ki = sch.split(k, [None, vecs, lanes])
     # window outside: LLVM unrolls short inner loops and spills; pixels outside the channel vectors, so that
     # LLVM loads each pixel's broadcast just before its FMAs (in the other order it hoisted all of a 2x6 tile's
     # broadcasts, spilled, and ran 2x slower)
-    sch.reorder(n, ko, y, po, ry, rx, rc, *((kv, pi) if integer else (pi, kv)), ki)
+    # blocked data: the channels of one line in a loop of their own (unrolled, LLVM spilled: 15x slower)
+    reduction = sch.split(rc, [None, lanes]) if blocked else [rc]
+    sch.reorder(n, ko, y, po, ry, rx, *reduction, *((kv, pi) if integer else (pi, kv)), ki)
     sch.reverse_compute_at(acc, po)
     if sliced is not None:  # padded channels: the tile is stored through the slice that drops them
         sch.reverse_compute_at(sliced, po)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, s_tir, te, tirx
 
-from edgeprune.compile.schedules.common import prepack, read_index, worth_parallel
+from edgeprune.compile.schedules.common import plain_conv, prepack, read_index, worth_parallel
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 
@@ -65,10 +65,8 @@ def _eligible(call: relax.Call, lanes: int) -> tuple[int, int, int] | None:
     attrs, data = call.attrs, call.args[0]
     w = call.args[1].value.numpy()
     if (str(data.ty.dtype), str(w.dtype)) != ("float32", "float32") or tuple(w.shape[2:]) != (3, 3) \
-            or w.shape[0] % TILE[0] or attrs.groups != 1 or [int(v) for v in attrs.strides] != [1, 1] \
-            or [int(v) for v in attrs.dilation] != [1, 1] or [int(v) for v in attrs.padding] != [1, 1, 1, 1] \
-            or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW") \
-            or str(attrs.out_dtype) not in ("None", "", "float32"):
+            or w.shape[0] % TILE[0] or not plain_conv(attrs) or [int(v) for v in attrs.strides] != [1, 1] \
+            or [int(v) for v in attrs.padding] != [1, 1, 1, 1] or str(attrs.out_dtype) not in ("None", "", "float32"):
         return None
     if not all(isinstance(d, tirx.IntImm) for d in data.ty.shape):  # a symbolic size: nothing to lay out
         return None

@@ -23,6 +23,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
+from edgeprune.compile.schedules.common import plain_conv
 from edgeprune.compile.schedules.pointwise import MAX_REDUCTION
 
 MAX_EXTRA_COLUMNS = 0.15  # of a windowed conv's row: 28 -> 32 with 8 lanes
@@ -88,8 +89,7 @@ def pad_pointwise_pixels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
         height, width = (int(d) for d in list(call.ty.shape)[2:])
         strides, padding = [int(v) for v in attrs.strides], [int(v) for v in attrs.padding]
         dtypes = (str(matches[data].ty.dtype), str(w.dtype))
-        if (w.shape[0] % lanes or attrs.groups != 1 or any(int(v) != 1 for v in attrs.dilation)
-                or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")):
+        if w.shape[0] % lanes or not plain_conv(attrs):
             return call
         source = matches[data]
         if (w.shape[2:] == (1, 1) and strides != [1, 1] and not any(padding) and dtypes == ("float32", "float32")
