@@ -107,7 +107,7 @@ CASES = {
     "pointwise-14x14-padded-columns": ([1, 32, 14, 14], [("conv", {"k": 64, "ks": 1, "pad": 0, "act": "Clip"}),
                                                          ("conv", {"k": 64, "ks": 1, "pad": 0}),
                                                          ("residual", {"step": 0})]),
-    "pointwise-7x7-map-padded-wide-reduction": ([1, 40, 7, 7], [("conv", {"k": 208, "ks": 1, "pad": 0, "act": "Clip"}),
+    "1x1-7x7-padded-map-then-pixel-runs": ([1, 40, 7, 7], [("conv", {"k": 208, "ks": 1, "pad": 0, "act": "Clip"}),
                                                                 ("conv", {"k": 208, "ks": 1, "pad": 0}),
                                                                 ("residual", {"step": 0})]),
     "conv3x3-three-vector-tile": ([1, 16, 12, 12], [("conv", {"k": 24, "act": "Relu"}),
@@ -199,7 +199,8 @@ def test_rules_fire(host, monkeypatch):
 def test_pointwise_rule_takes_1x1_convs(host):
     """Float 1x1 stride-1 convs with whole vectors of pixels put pixels in the lanes, whatever their input count
     (their weights repacked to [K/kt, 1, 1, C, kt] for kt output channels per tile, not to vectors of channels);
-    strided ones keep the channel-lane rule. 14x14 maps get two zero columns first, 7x7 ones a row and a column."""
+    strided ones keep the channel-lane rule. 14x14 maps get two zero columns first, 7x7 ones a row and a column
+    (those over short reductions: pixel_runs.py takes the others)."""
     import re
 
     from tvm import s_tir, tirx
@@ -475,7 +476,8 @@ def test_pixel_runs_take_rows_without_wide_tiles():
 
 
 def test_pixel_runs_rewrite(host):
-    """The pass leaves 1x1 convs, short reductions (pointwise.py's) and rows with wide tiles alone; the runs are
+    """The pass leaves short reductions and 1x1 convs over maps pointwise.py pads a little (pointwise.py's) alone,
+    and rows with wide tiles; the runs are
     convs to the classifier, tiled 2 x RUN over channels blocked in lines, and their bias and activation run
     after the slice."""
     from tvm import s_tir, tirx
@@ -483,12 +485,17 @@ def test_pixel_runs_rewrite(host):
     from edgeprune.compile.schedules import classify, machine_for, schedule_module
 
     model = _chain([1, 16, 20, 20], [("conv", {"k": 32}), ("conv", {"k": 64, "act": "Relu"}),
-                                     ("conv", {"k": 64, "ks": 1, "pad": 0}), ("conv", {"k": 64, "stride": 2})])
+                                     ("conv", {"k": 64, "ks": 1, "pad": 0}), ("conv", {"k": 256, "stride": 2}),
+                                     ("conv", {"k": 64, "ks": 1, "pad": 0}),  # 10x10: no whole vectors in 35%
+                                     ("conv", {"k": 256, "stride": 2}),
+                                     ("conv", {"k": 64, "ks": 1, "pad": 0})])  # 5x5 -> 5x8: 60% more
     mod = _prepared(host, model)
     runs = {g: f for g, f in mod.functions.items() if "conv2d_runs" in g.name_hint}
-    assert len(runs) == 2, [g.name_hint for g in mod.functions]  # 32->64 at 20x20; 64->64 at stride 2 (10x10)
     outputs = sorted(tuple(int(d) for d in f.params[-1].shape) for f in runs.values())
-    assert outputs == [(1, 64, 17, 6), (1, 64, 67, 6)], outputs  # 100 and 400 pixels in runs of 6
+    # 32->64 at 20x20, 64->256 at stride 2 (10x10) and its 1x1 256->64, 256->256 at stride 2 (5x5) and its 1x1
+    assert outputs == [(1, 64, 5, 5), (1, 64, 17, 6), (1, 64, 67, 6), (1, 256, 5, 5), (1, 256, 17, 6)], outputs
+    wide_14x14 = _prepared(host, _chain([1, 256, 14, 14], [("conv", {"k": 64, "ks": 1, "pad": 0})]))
+    assert not any("conv2d_runs" in g.name_hint for g in wide_14x14.functions)  # 14x16 for pointwise.py: 14% more
     scheduled = schedule_module(mod, machine_for(host))
     for gvar, func in runs.items():
         assert classify(s_tir.Schedule(func)).kind == "conv2d"

@@ -18,7 +18,7 @@ from edgeprune.compile.schedules.depthwise import schedule_depthwise
 from edgeprune.compile.schedules.flat import flat_convs, schedule_flat_conv
 from edgeprune.compile.schedules.kinds import Anchor, classify
 from edgeprune.compile.schedules.machine import Machine, machine_for
-from edgeprune.compile.schedules.pixel_runs import pixel_runs
+from edgeprune.compile.schedules.pixel_runs import leaves_to_runs, pixel_runs
 from edgeprune.compile.schedules.padding import pad_conv_channels, pad_pointwise_pixels
 from edgeprune.compile.schedules.requant import float64_requant
 from edgeprune.compile.schedules.simple import schedule_elementwise, schedule_matmul, schedule_pool
@@ -60,14 +60,15 @@ def prepare_passes(target: Target) -> list[tvm.transform.Pass]:
 
     tvm_target = target.tvm_target()
     machine = machine_for(target)
+    avx2 = (machine.registers, machine.lanes) == (16, 8)  # what flat.py's and pixel_runs.py's tiles are made for
     return [
         *stages.library_dispatch_passes(tvm_target),
         *([float64_requant()] if machine.float64 else []),
-        *([flat_convs(machine.lanes)] if (machine.registers, machine.lanes) == (16, 8) else []),  # AVX2
-        pad_pointwise_pixels(machine.lanes, pairs=machine.pair_dot is not None),
+        *([flat_convs(machine.lanes)] if avx2 else []),
+        pad_pointwise_pixels(machine.lanes, pairs=machine.pair_dot is not None,
+                             leave=leaves_to_runs(machine) if avx2 else None),
         pad_conv_channels(machine.lanes, pairs=machine.pair_dot is not None),
-        # after the channel padding, so that pruned convs' channels are whole vectors; AVX2 as flat_convs is
-        *([pixel_runs(machine)] if (machine.registers, machine.lanes) == (16, 8) else []),
+        *([pixel_runs(machine)] if avx2 else []),  # after the channel padding: pruned channels are whole vectors
         *stages.legalize_passes(tvm_target),
         relax.transform.AttachAttrLayoutFreeBuffers(),
     ]

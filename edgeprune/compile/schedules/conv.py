@@ -124,30 +124,40 @@ def schedule_conv2d_pairs(sch: s_tir.Schedule, anchor: Anchor, machine: Machine)
         sch.vectorize(inner)
 
 
+IF_THEN_ELSE = tvm.ir.Op.get("prim.if_then_else")
+
+
 def _blocked_plane(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, data: int, lanes: int) -> bool:
-    """Make the padded copy of a float conv's data with its channels blocked, [N, C/lanes, H, W, lanes], so that
-    the broadcasts of consecutive input channels read one cache line (in NCHW each is a plane away, and the
-    planes a tile reads outgrow L1: measured 256->256 at 14x14 2.70 -> 2.45 ms, 1.11x -> 1.01x onnxruntime).
-    The zeros are written in order, then the rows as vectors. False (nothing done) when the data has no
-    padding stage of its own (the copy would cost a kernel's worth of traffic) or its channels, or a group's,
-    are not whole vectors."""
-    pads = [p for p in sch.get_producers(block) if isinstance(value := sch.get(p).body.value, tvm.ir.Call)
-            and value.op.same_as(tvm.ir.Op.get("prim.if_then_else"))]
-    if len(pads) != 1 or len(sch.get_producers(block)) != 1 or int(sch.get(block).reads[data].source.shape[1]) % lanes \
+    """Make the copy of a float conv's data (its padding stage, or pixel_runs.py's copy) with the channels
+    blocked, [N, C/lanes, H, W, lanes], so that the broadcasts of consecutive input channels read one cache line
+    (in NCHW each is a plane away, and the planes a tile reads outgrow L1: measured 256->256 at 14x14 2.70 ->
+    2.45 ms, 1.11x -> 1.01x onnxruntime). The zeros are written in order, then the rows as vectors. False
+    (nothing done) when the data is not copied in the function (a copy of its own would cost a kernel's worth
+    of traffic) or its channels, or a group's, are not whole vectors."""
+    producers = sch.get_producers(block)
+    if len(producers) != 1 or int(sch.get(block).reads[data].source.shape[1]) % lanes \
             or int(sch.get(block).iter_vars[4].dom.extent) % lanes:  # a group's channels: whole lines too
         return False
+    copy = sch.get(producers[0])
+    value = copy.body.value
+    padding = isinstance(value, tvm.ir.Call) and value.op.same_as(IF_THEN_ELSE)
+    identity = isinstance(value, tvm.ir.TensorLoad) and len(value.indices) == len(copy.iter_vars) \
+        and all(i.same_as(v.var) for i, v in zip(value.indices, copy.iter_vars))
+    if not (padding or identity):
+        return False
     sch.transform_layout(block, ("read", data), lambda n, c, y, x: (n, c // lanes, y, x, c % lanes))
-    n, c, y, x = sch.get_loops(pads[0])
+    n, c, y, x = sch.get_loops(producers[0])
     outer, inner = sch.split(c, [None, lanes])
     sch.reorder(n, outer, y, inner, x)  # rows read as vectors, stored a lane apart
-    if worth_parallel(sch, pads[0]):
+    if worth_parallel(sch, producers[0]):
         outer = sch.fuse(n, outer)
         sch.parallel(outer)
-    zeros = sch.decompose_padding(pads[0], outer)
-    *_, inner, x = sch.get_loops(zeros)
-    sch.reorder(x, inner)
-    sch.vectorize(inner)
-    row = sch.get_loops(pads[0])[-1]
+    if padding:
+        zeros = sch.decompose_padding(producers[0], outer)
+        *_, inner, x = sch.get_loops(zeros)
+        sch.reorder(x, inner)
+        sch.vectorize(inner)
+    row = sch.get_loops(producers[0])[-1]
     if int(sch.get(row).extent) % lanes == 0:
         sch.vectorize(sch.split(row, [None, lanes])[1])
     return True

@@ -73,18 +73,21 @@ def pad_conv_channels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
     return run
 
 
-def pad_pointwise_pixels(lanes: int, pairs: bool = False) -> tvm.transform.Pass:
+def pad_pointwise_pixels(lanes: int, pairs: bool = False, leave=None) -> tvm.transform.Pass:
     """The pass: strided float 1x1 convs of MIN_STRIDED_MACS or more get their pixels copied out first, so that
     pointwise.py's rule takes them; convs that it takes but for pixels that are not whole vectors get zero pixels
     on the right and at the bottom: float 1x1 convs (`pairs`: int16 x int8 ones too, the pair intrinsic's
     pointwise form) as map_padding says; float convs with a window, stride 1 or 2, at most MAX_REDUCTION
     multiply-adds per output, zero columns up to a multiple of `lanes` when that adds at most
     MAX_EXTRA_COLUMNS and makes rows of two vectors or more (7 -> 8 columns with 8 lanes gave one-vector
-    tiles, measured slower than before). What the padding computes does not matter: it is sliced off."""
+    tiles, measured slower than before). What the padding computes does not matter: it is sliced off.
+    `leave(call)`: convs a later pass takes instead (pixel_runs.py's)."""
     data, weight = wildcard(), is_const()
     pattern = is_op("relax.nn.conv2d")(data, weight)
 
     def rewrite(call: relax.Call, matches: dict) -> relax.Expr:
+        if leave is not None and leave(call):
+            return call
         attrs, w = call.attrs, matches[weight].value.numpy()
         height, width = (int(d) for d in list(call.ty.shape)[2:])
         strides, padding = [int(v) for v in attrs.strides], [int(v) for v in attrs.padding]

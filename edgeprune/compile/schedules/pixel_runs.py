@@ -22,11 +22,15 @@ from tvm import relax, te, tirx
 from edgeprune.compile.schedules.common import plain_conv
 from edgeprune.compile.schedules.conv import WIDE, _register_tile
 from edgeprune.compile.schedules.machine import Machine
+from edgeprune.compile.schedules.padding import map_padding
 from edgeprune.compile.schedules.pointwise import MAX_REDUCTION
 
 # pixels per run -> speed of its tile (2x6, 2x5) per pixel computed, measured on Zen 2 at 0.92-0.97 for 2x5: at
 # 7x7, where runs of 6 round 49 pixels up to 54 and 5 up to 50, 5 won (512->512 2.79 -> 2.65 ms); at 14x14, 6
 RUNS = {6: 1.0, 5: 0.95}
+# 1x1 convs over wide reductions whose maps pointwise.py pads by this much more run here (7x7 -> 8x8, 31%: 960->320
+# 0.44 -> 0.36 ms, 1.26x -> 1.03x onnxruntime; at 14x14, padded to 14x16, both ran alike)
+MIN_MAP_PADDING = 0.25
 MAX_EXTRA_FILTERS = 0.2  # 40 -> 48: a 2x6 tile runs ~1.3x faster than the 1x7 or 1x14 the rows allow
 OPAQUE = 8  # relax's OpPatternKind kOpaque: FuseOps leaves the function alone
 
@@ -58,9 +62,10 @@ def _pixel_runs(data: te.Tensor, weight: te.Tensor, strides: tuple[int, int], pa
     n, c, h, w = (int(d) for d in data.shape)
     k, _, kh, kw = (int(d) for d in weight.shape)
     top, left, bottom, right = padding
+    # the data is always copied (padded or not): conv.py's rule makes the copy with channels blocked in lines
     padded = te.compute((n, c, h + top + bottom, w + left + right), lambda b, ch, y, x: tirx.if_then_else(
         tirx.all(y >= top, y < top + h, x >= left, x < left + w), data[b, ch, y - top, x - left],
-        tirx.const(0, data.dtype)), name="pad") if any(padding) else data
+        tirx.const(0, data.dtype)), name="pad") if any(padding) else te.compute(data.shape, data, name="plane")
     rc, ry, rx = te.reduce_axis((0, c), "rc"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     last = height * width - 1
 
@@ -78,12 +83,23 @@ def _eligible(call: relax.Call, machine: Machine) -> tuple[int, int] | None:
             or not all(isinstance(d, tirx.IntImm) for d in call.ty.shape):
         return None
     w = call.args[1].value.numpy()
-    if (str(call.args[0].ty.dtype), str(w.dtype)) != ("float32", "float32") or w.shape[2:] == (1, 1) \
-            or not plain_conv(call.attrs) or str(call.attrs.out_dtype) not in ("None", "", "float32") \
-            or w.shape[0] % machine.lanes or w[0].size <= MAX_REDUCTION:  # pointwise.py takes short reductions
+    if (str(call.args[0].ty.dtype), str(w.dtype)) != ("float32", "float32") or not plain_conv(call.attrs) \
+            or str(call.attrs.out_dtype) not in ("None", "", "float32") or w.shape[0] % machine.lanes \
+            or w[0].size <= MAX_REDUCTION:  # pointwise.py takes short reductions
         return None
     _, k, height, width = (int(d) for d in call.ty.shape)
+    if w.shape[2:] == (1, 1):  # pointwise.py's, unless its map would need MIN_MAP_PADDING more pixels
+        rows, columns = map_padding(height, width, machine.lanes)
+        whole = height * width % (2 * machine.lanes) == 0 or rows or columns
+        if any(int(v) for v in call.attrs.padding) or [int(v) for v in call.attrs.strides] != [1, 1] or whole \
+                and (height + rows) * (width + columns) < (1 + MIN_MAP_PADDING) * height * width:
+            return None
     return _run(k, height, width, machine)
+
+
+def leaves_to_runs(machine: Machine):
+    """What padding.py must leave alone: the 1x1 convs this pass takes (it runs later, after the channel padding)."""
+    return lambda call: _eligible(call, machine) is not None
 
 
 def pixel_runs(machine: Machine) -> tvm.transform.Pass:
