@@ -385,8 +385,8 @@ def test_int8_conv_inner_loop_instruction(target_name, vector_bits, instruction,
 @pytest.mark.parametrize("int8", [False, True])
 def test_pointwise_schedules_replay_as_traces(host, int8):
     """Tuning stores our rules' schedules as traces (compile/tune.py): replayed on the kernel, the pointwise and
-    flat rules' traces (flat pixels, rows, padded maps, flat 3x3 convs; int8 on its intrinsic) give the very same
-    function."""
+    flat rules' traces (flat pixels, rows, padded maps, flat 3x3 convs, pixel runs over blocked data; int8 on its
+    intrinsic) give the very same function."""
     import tvm
     from tvm import s_tir
 
@@ -395,7 +395,7 @@ def test_pointwise_schedules_replay_as_traces(host, int8):
 
     names = ["pointwise-expand-project-batch2", "pointwise-14x14-padded-columns", "windows-pixels-in-lanes"]
     if not int8:
-        names += ["flat-3x3-rows-batch2", "strided-1x1-copied-out", "pointwise-7x7-map-padded-wide-reduction"]
+        names += ["flat-3x3-rows-batch2", "strided-1x1-copied-out", "1x1-7x7-padded-map-then-pixel-runs"]
     machine = machine_for(host)
     replayed = []
     for name in names:
@@ -408,7 +408,8 @@ def test_pointwise_schedules_replay_as_traces(host, int8):
             sch.trace.apply_to_schedule(again, remove_postproc=False)
             tvm.ir.assert_structural_equal(again.mod, sch.mod)
             replayed.append(task)
-    assert len(replayed) >= 4 and (int8 or any("flat_conv" in task for task in replayed)), replayed
+    assert len(replayed) >= 4, replayed
+    assert int8 or any("flat_conv" in task for task in replayed) and any("conv2d_runs" in task for task in replayed)
 
 
 def test_small_reductions_with_windows_put_pixels_in_the_lanes(host):
