@@ -497,6 +497,9 @@ def test_pixel_runs_rewrite(host):
     assert outputs == [(1, 64, 5, 5), (1, 64, 17, 6), (1, 64, 67, 6), (1, 256, 5, 5), (1, 256, 17, 6)], outputs
     wide_14x14 = _prepared(host, _chain([1, 256, 14, 14], [("conv", {"k": 64, "ks": 1, "pad": 0})]))
     assert not any("conv2d_runs" in g.name_hint for g in wide_14x14.functions)  # 14x16 for pointwise.py: 14% more
+    rows_of_28 = _prepared(host, _chain([1, 32, 28, 28], [("conv", {"k": 32}), ("conv", {"k": 8, "pad": 0})]))
+    names = sorted(g.name_hint for g in rows_of_28.functions)  # a wide reduction: runs; 32->8: not 2 vectors
+    assert sum("conv2d_runs" in n for n in names) == 1 and not any("flat" in n for n in names), names
     scheduled = schedule_module(mod, machine_for(host))
     for gvar, func in runs.items():
         assert classify(s_tir.Schedule(func)).kind == "conv2d"

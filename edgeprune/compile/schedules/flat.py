@@ -10,7 +10,8 @@ x[c, q + i*(W + 2) + j] for q = y*(W + 2) + x, and vectors of q can run across r
 outputs per row (and the rounding of H*(W + 2) up to whole tiles) are computed from neighbouring pixels
 and sliced off; that waste limits the rewrite to rows of MIN_WIDTH or more (measured, one layer at a
 time: 64->64 at 56x56 2.97 -> 2.49 ms, 128->128 at 28x28 2.83 -> 2.53 ms; at 14x14 the tile
-rounding wasted 22% and it lost).
+rounding wasted 22% and it lost), and to rows of MIN_WIDTH_WIDE_REDUCTION or more for convs over more than
+MAX_REDUCTION inputs, which pixel_runs.py tiles without waste.
 
 The rewrite (`flat_convs`) runs on Relax before legalization: the conv becomes a TE function of ours
 (zero padding written into the flat plane, then the conv) and slices that drop the extra outputs; the
@@ -25,10 +26,14 @@ from tvm import relax, s_tir, te, tirx
 from edgeprune.compile.schedules.common import plain_conv, prepack, read_index, worth_parallel
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
+from edgeprune.compile.schedules.pointwise import MAX_REDUCTION
 
 TILE = (4, 3)  # output channels x pixel vectors: 12 accumulators + 3 data vectors + 1 broadcast = 16 registers
 MIN_WIDTH = 28
 MAX_WASTE = 0.10  # computed outputs beyond H*W: 56 -> 4%, 28 -> 7%
+# below this width a wide reduction runs faster in pixel_runs.py's tiles, which waste nothing (128->128 at 28x28:
+# 2.63 -> 2.49 ms); at 56x56 the flat form stays 2% ahead (64->64: 2.61 vs 2.66 ms)
+MIN_WIDTH_WIDE_REDUCTION = 56
 OPAQUE = 8  # relax's OpPatternKind kOpaque: FuseOps leaves the function alone
 
 
@@ -71,6 +76,8 @@ def _eligible(call: relax.Call, lanes: int) -> tuple[int, int, int] | None:
     if not all(isinstance(d, tirx.IntImm) for d in data.ty.shape):  # a symbolic size: nothing to lay out
         return None
     _, _, height, width = (int(d) for d in data.ty.shape)
+    if w[0].size > MAX_REDUCTION and width < MIN_WIDTH_WIDE_REDUCTION:
+        return None  # pixel_runs.py's
     return geometry(height, width, lanes)
 
 
