@@ -1,14 +1,45 @@
-"""Schedule steps more than one rule takes, and the check the Relax rewrites share."""
+"""Schedule steps more than one rule takes, and what the Relax rewrites share."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tvm
-from tvm import s_tir, tirx
+from tvm import relax, s_tir, tirx
 
 PREPACK = "meta_schedule.layout_rewrite_preproc"  # the mark relax.transform.SplitLayoutRewritePreproc looks for
 # Below this many block iterations (~0.2 ms on one core) a kernel runs on one thread: every parallel
 # region ends in a barrier, which costs microseconds on an idle machine and milliseconds when another
 # process holds a core (measured: tinycnn took 15 ms on 2 threads vs 0.24 ms on 1, with a busy core).
 PARALLEL_MIN_WORK = 1 << 22
+
+
+OPAQUE = 8  # relax's OpPatternKind kOpaque: FuseOps leaves a function of ours alone
+
+
+Rewrite = Callable[[relax.BlockBuilder, relax.Call], relax.Expr | None]
+
+
+def call_rewrite(name: str, rewrite: Rewrite) -> tvm.transform.Pass:
+    """A module pass offering every Relax call (its arguments rewritten first) to `rewrite(builder, call)`, which
+    returns the replacement or None. The rewrites that emit TE functions of ours (flat.py, pixel_runs.py) need the
+    builder, which pattern rewriting (rewrite_call) does not give."""
+
+    @relax.expr_functor.mutator
+    class Mutator(relax.PyExprMutator):
+        def visit_call_(self, call: relax.Call) -> relax.Expr:
+            call = super().visit_call_(call)
+            replacement = rewrite(self.builder_, call)
+            return call if replacement is None else replacement
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def run(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mutator = Mutator(mod)
+        for gvar, func in mod.functions.items():
+            if isinstance(func, relax.Function):
+                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+        return mutator.builder_.get()
+
+    return run
 
 
 def plain_conv(attrs) -> bool:

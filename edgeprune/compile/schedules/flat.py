@@ -23,7 +23,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, s_tir, te, tirx
 
-from edgeprune.compile.schedules.common import plain_conv, prepack, read_index, worth_parallel
+from edgeprune.compile.schedules.common import OPAQUE, call_rewrite, plain_conv, prepack, read_index, worth_parallel
 from edgeprune.compile.schedules.kinds import Anchor
 from edgeprune.compile.schedules.machine import Machine
 from edgeprune.compile.schedules.pointwise import MAX_REDUCTION
@@ -34,7 +34,6 @@ MAX_WASTE = 0.10  # computed outputs beyond H*W: 56 -> 4%, 28 -> 7%
 # below this width a wide reduction runs faster in pixel_runs.py's tiles, which waste nothing (128->128 at 28x28:
 # 2.63 -> 2.49 ms); at 56x56 the flat form stays 2% ahead (64->64: 2.61 vs 2.66 ms)
 MIN_WIDTH_WIDE_REDUCTION = 56
-OPAQUE = 8  # relax's OpPatternKind kOpaque: FuseOps leaves the function alone
 
 
 def geometry(height: int, width: int, lanes: int) -> tuple[int, int, int] | None:
@@ -84,30 +83,19 @@ def _eligible(call: relax.Call, lanes: int) -> tuple[int, int, int] | None:
 def flat_convs(lanes: int) -> tvm.transform.Pass:
     """The Relax pass: eligible 3x3 convs to the flat form, sliced back to [N, K, H, W]."""
 
-    @relax.expr_functor.mutator
-    class Rewrite(relax.PyExprMutator):
-        def visit_call_(self, call: relax.Call) -> relax.Expr:
-            call = super().visit_call_(call)
-            shape = _eligible(call, lanes)
-            if shape is None:
-                return call
-            stride, outputs, rows = shape
-            n, k, height, width = (int(d) for d in call.ty.shape)
-            flat = self.builder_.call_te(_flat_conv, call.args[0], call.args[1], stride, outputs, rows,
-                                         primfunc_name_hint="flat_conv2d", primfunc_attrs={"op_pattern": OPAQUE})
-            flat = relax.op.strided_slice(flat, axes=[2], begin=[0], end=[height * stride])
-            grid = relax.op.reshape(flat, [n, k, height, stride])
-            return relax.op.strided_slice(grid, axes=[3], begin=[0], end=[width])
+    def rewrite(builder: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
+        shape = _eligible(call, lanes)
+        if shape is None:
+            return None
+        stride, outputs, rows = shape
+        n, k, height, width = (int(d) for d in call.ty.shape)
+        flat = builder.call_te(_flat_conv, call.args[0], call.args[1], stride, outputs, rows,
+                               primfunc_name_hint="flat_conv2d", primfunc_attrs={"op_pattern": OPAQUE})
+        flat = relax.op.strided_slice(flat, axes=[2], begin=[0], end=[height * stride])
+        grid = relax.op.reshape(flat, [n, k, height, stride])
+        return relax.op.strided_slice(grid, axes=[3], begin=[0], end=[width])
 
-    @tvm.transform.module_pass(opt_level=0, name="edgeprune.FlatConvs")
-    def run(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewrite = Rewrite(mod)
-        for gvar, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                rewrite.builder_.update_func(gvar, rewrite.visit_expr(func))
-        return rewrite.builder_.get()
-
-    return run
+    return call_rewrite("edgeprune.FlatConvs", rewrite)
 
 
 def schedule_flat_conv(sch: s_tir.Schedule, anchor: Anchor, machine: Machine) -> None:

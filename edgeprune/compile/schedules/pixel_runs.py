@@ -11,7 +11,12 @@ out[n, k, t, p] = sum w[k, c, i, j] * x[n, c, (q // W) * s + i, (q % W) * s + j]
 which conv.py's rule tiles as it tiles rows of RUN pixels (the pixels of a tile are broadcast one by one,
 so they need not be adjacent in memory; each pixel's address is computed once per tile). The pixels past
 H * W (at most RUN - 1) recompute the last one and are sliced off; the bias, activation and residual
-fuse into the slice's kernel, which the elementwise rule schedules.
+fuse into the slice's kernel, which the elementwise rule schedules. The data is always copied in the function
+(padded or not), and conv.py's rule makes that copy with the channels blocked in cache lines.
+
+1x1 convs are pointwise.py's (pixels in the lanes), but its maps must be whole pairs of vectors: 7x7 becomes
+8x8, 31% more work. Over wide reductions (more than MAX_REDUCTION inputs) runs of 5 waste 2% and ran faster
+(960->320 at 7x7: 1.26x -> 1.03x onnxruntime), so those 1x1 convs come here; padding.py leaves them alone.
 """
 from __future__ import annotations
 
@@ -19,20 +24,19 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
-from edgeprune.compile.schedules.common import plain_conv
+from edgeprune.compile.schedules.common import OPAQUE, call_rewrite, plain_conv
 from edgeprune.compile.schedules.conv import WIDE, _register_tile
 from edgeprune.compile.schedules.machine import Machine
 from edgeprune.compile.schedules.padding import map_padding
 from edgeprune.compile.schedules.pointwise import MAX_REDUCTION
 
 # pixels per run -> speed of its tile (2x6, 2x5) per pixel computed, measured on Zen 2 at 0.92-0.97 for 2x5: at
-# 7x7, where runs of 6 round 49 pixels up to 54 and 5 up to 50, 5 won (512->512 2.79 -> 2.65 ms); at 14x14, 6
+# 7x7, where runs of 6 round 49 pixels up to 54 and 5 up to 50, 5 won (512->512 2.79 -> 2.65 ms); at 14x14 6 did
 RUNS = {6: 1.0, 5: 0.95}
 # 1x1 convs over wide reductions whose maps pointwise.py pads by this much more run here (7x7 -> 8x8, 31%: 960->320
 # 0.44 -> 0.36 ms, 1.26x -> 1.03x onnxruntime; at 14x14, padded to 14x16, both ran alike)
 MIN_MAP_PADDING = 0.25
 MAX_EXTRA_FILTERS = 0.2  # 40 -> 48: a 2x6 tile runs ~1.3x faster than the 1x7 or 1x14 the rows allow
-OPAQUE = 8  # relax's OpPatternKind kOpaque: FuseOps leaves the function alone
 
 
 def _wide(vecs: int, pixels: int) -> bool:
@@ -105,30 +109,19 @@ def leaves_to_runs(machine: Machine):
 def pixel_runs(machine: Machine) -> tvm.transform.Pass:
     """The Relax pass: eligible convs to runs of pixels, sliced back to [N, K, H, W]."""
 
-    @relax.expr_functor.mutator
-    class Rewrite(relax.PyExprMutator):
-        def visit_call_(self, call: relax.Call) -> relax.Expr:
-            call = super().visit_call_(call)
-            shape = _eligible(call, machine)
-            if shape is None:
-                return call
-            run, padded = shape
-            n, k, height, width = (int(d) for d in call.ty.shape)
-            w = call.args[1].value.numpy()
-            weight = relax.const(np.pad(w, [(0, padded - k), (0, 0), (0, 0), (0, 0)])) if padded > k else call.args[1]
-            runs = self.builder_.call_te(_pixel_runs, call.args[0], weight, tuple(int(v) for v in call.attrs.strides),
-                                         tuple(int(v) for v in call.attrs.padding), height, width, run,
-                                         primfunc_name_hint="conv2d_runs", primfunc_attrs={"op_pattern": OPAQUE})
-            flat = relax.op.reshape(runs, [n, padded, -(-height * width // run) * run])
-            flat = relax.op.strided_slice(flat, axes=[1, 2], begin=[0, 0], end=[k, height * width])
-            return relax.op.reshape(flat, [n, k, height, width])
+    def rewrite(builder: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
+        shape = _eligible(call, machine)
+        if shape is None:
+            return None
+        run, padded = shape
+        n, k, height, width = (int(d) for d in call.ty.shape)
+        w = call.args[1].value.numpy()
+        weight = relax.const(np.pad(w, [(0, padded - k), (0, 0), (0, 0), (0, 0)])) if padded > k else call.args[1]
+        runs = builder.call_te(_pixel_runs, call.args[0], weight, tuple(int(v) for v in call.attrs.strides),
+                               tuple(int(v) for v in call.attrs.padding), height, width, run,
+                               primfunc_name_hint="conv2d_runs", primfunc_attrs={"op_pattern": OPAQUE})
+        flat = relax.op.reshape(runs, [n, padded, -(-height * width // run) * run])
+        flat = relax.op.strided_slice(flat, axes=[1, 2], begin=[0, 0], end=[k, height * width])
+        return relax.op.reshape(flat, [n, k, height, width])
 
-    @tvm.transform.module_pass(opt_level=0, name="edgeprune.PixelRuns")
-    def run(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewrite = Rewrite(mod)
-        for gvar, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                rewrite.builder_.update_func(gvar, rewrite.visit_expr(func))
-        return rewrite.builder_.get()
-
-    return run
+    return call_rewrite("edgeprune.PixelRuns", rewrite)
